@@ -1,0 +1,47 @@
+"""The one trainer of tde-det: Detectron2's ``DefaultTrainer`` with the task's loaders, evaluators
+and hooks.
+
+Detection (TDE cascade ROI heads) and image classification share ``tools/train_net.py``; each task
+module (``detection_task``, ``classification_task``) provides the same four functions and the
+trainer asks the one that matches ``cfg.MODEL.META_ARCHITECTURE``.
+"""
+from types import ModuleType
+from typing import List, Optional
+
+from detectron2.config import CfgNode
+from detectron2.engine import DefaultTrainer, HookBase, hooks
+
+from . import classification_task, detection_task
+
+
+def task_for(cfg: CfgNode) -> ModuleType:
+    """The task module (classification or detection) that serves this config."""
+    if cfg.MODEL.META_ARCHITECTURE in classification_task.META_ARCHITECTURES:
+        return classification_task
+    return detection_task
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` whose loaders, evaluators and extra hooks come from the config's task."""
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        return task_for(cfg).build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return task_for(cfg).build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
+        return task_for(cfg).build_evaluator(cfg, dataset_name, output_folder)
+
+    def build_hooks(self) -> List[HookBase]:
+        """Detectron2's hooks, with the task's hooks placed before the writer so that what they
+        put into the ``EventStorage`` is written in the same iteration."""
+        ret = super().build_hooks()
+        extra = task_for(self.cfg).build_hooks(self.cfg, self)
+        writer_at = next(
+            (i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret)
+        )
+        return ret[:writer_at] + list(extra) + ret[writer_at:]
