@@ -76,5 +76,13 @@ pipi "${constraints[@]}" fvcore lvis pycocotools opencv-python matplotlib pytest
 if ! "$py" -m pip show -f tde-det 2>/dev/null | grep -q "$here"; then
   pipi --no-build-isolation --no-deps -e "$here"
 fi
+"$py" - <<'PY'
+import importlib.metadata as md
+import numpy
+if md.version("lvis") == "0.5.3" and tuple(int(x) for x in numpy.__version__.split(".")[:2]) >= (1, 24):
+    print("[install.sh] WARNING: lvis 0.5.3's LVISEval uses np.float, removed in numpy "
+          + numpy.__version__ + ": LVIS evaluation will fail. Install the LVIS API from "
+          "https://github.com/lvis-dataset/lvis-api (see README).")
+PY
 "$py" -m pip check >/dev/null || { "$py" -m pip check; exit 1; }
 "$py" -c "import tde_det, detectron2, lvis, torch; print('[install.sh] ready: torch', torch.__version__, '| detectron2', detectron2.__version__, '| python', '$py')"

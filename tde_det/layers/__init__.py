@@ -1,0 +1,18 @@
+"""The TDE maths core (eq. 7, 8, 9 and Assumption 1) in pure PyTorch; no Detectron2 import."""
+from .head_direction import HeadDirection
+from .normalized_classifier import NormalizedClassifier
+from .tde_math import (
+    CLASSIFIER_KINDS,
+    background_exempted_probs,
+    tde_bias_logits,
+    tde_logits,
+)
+
+__all__ = [
+    "CLASSIFIER_KINDS",
+    "HeadDirection",
+    "NormalizedClassifier",
+    "background_exempted_probs",
+    "tde_bias_logits",
+    "tde_logits",
+]

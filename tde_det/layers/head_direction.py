@@ -1,0 +1,83 @@
+"""The moving-average head direction x_bar of Assumption 1, as an nn.Module with a buffer."""
+from numbers import Real
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .tde_math import check_num_heads, head_norms, unit_heads
+
+__all__ = ["HeadDirection"]
+
+
+class HeadDirection(nn.Module):
+    """Assumption 1: x_bar_t = mu * x_bar_{t-1} + mean_batch(x_t),  d_hat^k = x_bar^k / ||x_bar^k||.
+
+    A decayed *sum* (no (1 - mu) factor): only its per-head direction is ever used (eq. 8).
+    The buffer ``ema`` ([dim], float32, zeros at first) is saved in the state dict.
+    ``mu`` may be changed between updates (e.g. rescaled each epoch); it must lie in [0, 1].
+    With ``sync`` (default) and an initialised ``torch.distributed`` group of more than one
+    process, the kept rows of all ranks are pooled (a sum and a count), so every rank holds the
+    same x_bar. ``update`` is then a collective: every rank must call it, kept rows or not.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 2, mu: float = 0.9, sync: bool = True) -> None:
+        super().__init__()
+        check_num_heads(dim, num_heads, what="dim")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.mu = mu
+        self.sync = bool(sync)
+        self.register_buffer("ema", torch.zeros(dim, dtype=torch.float32))
+
+    @property
+    def mu(self) -> float:
+        return self._mu
+
+    @mu.setter
+    def mu(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"mu must be a number in [0, 1] (Assumption 1), got {value!r}")
+        self._mu = float(value)
+
+    @torch.no_grad()
+    def update(self, features: Tensor, keep: Optional[Tensor] = None) -> None:
+        """x_bar <- mu * x_bar + mean of the kept rows of ``features`` ([N, dim], detached).
+
+        ``keep``: optional bool mask [N] (detection: foreground proposals only). No kept row
+        (over all ranks when synced) leaves x_bar bit-exactly unchanged. No host sync.
+        """
+        if features.dim() != 2 or features.shape[1] != self.dim:
+            raise ValueError(f"features must have shape [N, {self.dim}] (dim), "
+                             f"got {tuple(features.shape)}")
+        rows = features.detach().to(torch.float64)
+        n = rows.shape[0]
+        if keep is None:
+            total, count = rows.sum(dim=0), rows.new_full((1,), n)
+        else:
+            if keep.dtype != torch.bool or keep.dim() != 1 or keep.shape[0] != n:
+                got = keep.shape[0] if keep.dim() == 1 else tuple(keep.shape)
+                raise ValueError(f"keep must be a bool mask of length {n} (the number of feature "
+                                 f"rows), got dtype {keep.dtype} and length {got}")
+            keep = keep.to(rows.device)
+            total = torch.where(keep[:, None], rows, torch.zeros_like(rows)).sum(dim=0)
+            count = keep.sum(dim=0, keepdim=True).to(torch.float64)
+        stats = torch.cat([total, count])
+        if self.sync and dist.is_available() and dist.is_initialized() \
+                and dist.get_world_size() > 1:
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM)
+        total, count = stats[:-1].to(self.ema.device), stats[-1].to(self.ema.device)
+        mean = (total / count.clamp_min(1.0)).to(self.ema.dtype)
+        self.ema.copy_(torch.where(count > 0, self.ema * self._mu + mean, self.ema))
+
+    def direction(self) -> Tensor:
+        """d_hat: [dim], each of the K head chunks of x_bar scaled to norm 1 (zero stays zero)."""
+        return unit_heads(self.ema, self.num_heads)
+
+    def head_norms(self) -> Tensor:
+        """[K]: ||x_bar^k|| per head (for logging)."""
+        return head_norms(self.ema, self.num_heads)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, mu={self.mu}, sync={self.sync}"

@@ -1,0 +1,73 @@
+"""The de-confounded ("causal norm") classifier of eq. 7 and its ablations, as an nn.Module."""
+import math
+from numbers import Real
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .tde_math import check_kind, check_num_heads, classifier_logits
+
+__all__ = ["NormalizedClassifier"]
+
+
+def _check_real(name: str, value: float, low: float, low_inclusive: bool) -> float:
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (value >= low if low_inclusive else value > low):
+        raise ValueError(f"{name} must be a finite number {'>=' if low_inclusive else '>'} {low},"
+                         f" got {value!r}")
+    return float(value)
+
+
+class NormalizedClassifier(nn.Module):
+    """Eq. 7, z_i = (tau/K) * sum_k (w_i^k)^T x^k / ((||w_i^k|| + gamma) * ||x^k||), and ablations.
+
+    ``kind`` (supplement eq. 1, N the per-head normaliser): "deconfound" (eq. 7),
+    "cosine" (N = ||x^k|| ||w_i^k||), "capsule" (N = (||x^k|| + 1) ||w_i^k||) or "linear"
+    (plain x^T w_i: no bias, no tau, no heads). ``gamma`` is used by "deconfound" only; ``eps``
+    is added to ||x^k|| (as the official detection code) and bounds the weight normaliser from
+    below, so zero features and zero weight rows give finite logits and gradients.
+    The logits are computed in float32 (or wider) with autocast off: eps underflows in fp16.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, kind: str = "deconfound",
+                 num_heads: int = 2, tau: float = 16.0, gamma: float = 1 / 32,
+                 eps: float = 1e-9) -> None:
+        super().__init__()
+        check_num_heads(in_features, num_heads)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        self.in_features = in_features
+        self.num_classes = num_classes
+        self.kind = check_kind(kind)
+        self.num_heads = num_heads
+        self.tau = _check_real("tau", tau, 0.0, low_inclusive=False)
+        self.gamma = _check_real("gamma", gamma, 0.0, low_inclusive=True)
+        self.eps = _check_real("eps", eps, 0.0, low_inclusive=False)
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """uniform(-1/sqrt(d), 1/sqrt(d)), as the official code."""
+        bound = 1.0 / math.sqrt(self.in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def check_input(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """Check that ``x`` is [N, in_features]; return (x, weight) in one dtype >= float32."""
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"features must have shape [N, {self.in_features}] (in_features), "
+                             f"got {tuple(x.shape)}")
+        dtype = torch.promote_types(torch.promote_types(x.dtype, self.weight.dtype), torch.float32)
+        return x.to(dtype), self.weight.to(dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[N, in_features] -> [N, num_classes] logits of eq. 7 (or of the ablation ``kind``)."""
+        x, w = self.check_input(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return classifier_logits(x, w, self.kind, self.num_heads, self.tau, self.gamma,
+                                     self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, num_classes={self.num_classes}, "
+                f"kind={self.kind!r}, num_heads={self.num_heads}, tau={self.tau}, "
+                f"gamma={self.gamma}, eps={self.eps}")

@@ -1,0 +1,224 @@
+"""The maths of TDE (Tang, Huang, Zhang, NeurIPS 2020) as pure tensor functions.
+
+One formula, one place: eq. 7 (and its ablations), eq. 8 and eq. 9 live here and nowhere else.
+Notation of the paper: a feature x in R^d and each class weight w_i in R^d are split into K equal,
+contiguous head chunks x = [x^1 ... x^K]; tau is the logit scale, gamma the weight-norm offset and
+d_hat^k the unit head direction of head k (Assumption 1). Nothing here imports Detectron2.
+"""
+import math
+from numbers import Real
+from typing import TYPE_CHECKING, Tuple, Union
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .head_direction import HeadDirection
+    from .normalized_classifier import NormalizedClassifier
+
+__all__ = [
+    "CLASSIFIER_KINDS", "check_kind", "check_num_heads", "split_heads", "head_norms",
+    "unit_heads", "normalize_features", "normalize_weights", "classifier_logits",
+    "tde_bias", "tde_bias_logits", "tde_logits", "background_exempted_probs",
+]
+
+CLASSIFIER_KINDS = ("linear", "cosine", "capsule", "deconfound")
+
+
+def check_kind(kind: str) -> str:
+    """Raise a ValueError unless ``kind`` is one of :data:`CLASSIFIER_KINDS`."""
+    if kind not in CLASSIFIER_KINDS:
+        allowed = ", ".join(CLASSIFIER_KINDS)
+        raise ValueError(f"unknown classifier kind {kind!r}; allowed: {allowed}")
+    return kind
+
+
+def check_num_heads(dim: int, num_heads: int, what: str = "in_features") -> None:
+    """Raise a ValueError unless ``num_heads >= 1`` and ``dim`` splits into K equal head chunks."""
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"num_heads must be an integer >= 1, got {num_heads!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {dim!r}")
+    if dim % num_heads != 0:
+        raise ValueError(
+            f"{what}={dim} is not divisible by num_heads={num_heads}: the feature is split into "
+            f"K equal head chunks (eq. 7)")
+
+
+def split_heads(t: Tensor, num_heads: int) -> Tensor:
+    """View ``[..., d]`` as ``[..., K, d/K]``: the contiguous head chunks t^1 ... t^K."""
+    return t.reshape(*t.shape[:-1], num_heads, t.shape[-1] // num_heads)
+
+
+def _rescaled_heads(t: Tensor, num_heads: int) -> Tuple[Tensor, Tensor]:
+    """Head chunks divided by their largest |entry| (1 for a zero chunk), and that scale.
+
+    Keeps ||t^k|| from under- or overflowing in float32 (e.g. an x_bar chunk of 1e-30 or 1e30).
+    """
+    h = split_heads(t, num_heads)
+    m = h.abs().amax(dim=-1, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return h / m, m
+
+
+def head_norms(t: Tensor, num_heads: int) -> Tensor:
+    """Per-head Euclidean norms ``[..., K]``: ||t^k|| for k = 1..K."""
+    h, m = _rescaled_heads(t, num_heads)
+    return (torch.linalg.vector_norm(h, dim=-1, keepdim=True) * m).squeeze(-1)
+
+
+def unit_heads(t: Tensor, num_heads: int) -> Tensor:
+    """Per-head unit vector d_hat^k = t^k / ||t^k|| (Assumption 1); a zero chunk stays zero.
+
+    No epsilon, so only the direction of each chunk matters, whatever its scale.
+    """
+    h, _ = _rescaled_heads(t, num_heads)
+    n = torch.linalg.vector_norm(h, dim=-1, keepdim=True)
+    return (h / torch.where(n > 0, n, torch.ones_like(n))).reshape(t.shape)
+
+
+def normalize_features(x: Tensor, kind: str, num_heads: int, eps: float) -> Tensor:
+    """phi(x) of supplement eq. 1, per head: x^k / N_x(x^k).
+
+    linear: x; cosine and deconfound: x^k / (||x^k|| + eps) (eps as the official detection code);
+    capsule: the squashed x^k * ||x^k|| / (1 + ||x^k||) / ||x^k|| = x^k / (1 + ||x^k||).
+    """
+    if check_kind(kind) == "linear":
+        return x
+    h = split_heads(x, num_heads)
+    n = torch.linalg.vector_norm(h, dim=-1, keepdim=True)
+    return (h / (n + 1.0 if kind == "capsule" else n + eps)).reshape(x.shape)
+
+
+def normalize_weights(w: Tensor, kind: str, num_heads: int, gamma: float, eps: float) -> Tensor:
+    """w_hat_i^k of supplement eq. 1, per head: w_i^k / N_w(w_i^k).
+
+    linear: w; deconfound: w_i^k / (||w_i^k|| + gamma) (eq. 7); cosine and capsule:
+    w_i^k / ||w_i^k||. The denominator is clamped to >= eps so a zero row gives zero, not NaN.
+    """
+    if check_kind(kind) == "linear":
+        return w
+    h = split_heads(w, num_heads)
+    n = torch.linalg.vector_norm(h, dim=-1, keepdim=True)
+    if kind == "deconfound":
+        n = n + gamma
+    return (h / n.clamp_min(eps)).reshape(w.shape)
+
+
+def classifier_logits(x: Tensor, w: Tensor, kind: str, num_heads: int, tau: float,
+                      gamma: float, eps: float) -> Tensor:
+    """Eq. 7 and its ablations: z_i = (tau/K) * sum_k (w_i^k)^T x^k / N(x^k, w_i^k).
+
+    deconfound (eq. 7): N = (||w_i^k|| + gamma) * ||x^k||; cosine: N = ||w_i^k|| * ||x^k||;
+    capsule: N = ||w_i^k|| * (||x^k|| + 1); linear: plain x^T w_i (no bias, no tau, no heads).
+    ``x``: [N, d], ``w``: [C, d] -> [N, C].
+    """
+    if check_kind(kind) == "linear":
+        return x @ w.t()
+    fx = normalize_features(x, kind, num_heads, eps)
+    fw = normalize_weights(w, kind, num_heads, gamma, eps)
+    return (tau / num_heads) * (fx @ fw.t())
+
+
+def tde_bias(x: Tensor, w: Tensor, head_direction: Tensor, kind: str, num_heads: int,
+             tau: float, gamma: float, eps: float) -> Tensor:
+    """The alpha-free term B of eq. 8, so that TDE(z_i) = z_i - alpha * B_i:
+
+        B_i = (tau/K) * sum_k (phi(x^k)^T d_hat^k) * (d_hat^k)^T w_hat_i^k
+
+    i.e. the classifier applied to the projection of the normalised feature phi(x^k) on the
+    head direction. deconfound: phi(x^k)^T d_hat^k = cos(x^k, d_hat^k) and
+    w_hat = w/(||w|| + gamma), which is eq. 8 exactly; cosine: the same with w_hat = w/||w||.
+    capsule (our choice, from supplement eq. 1 with the squash phi(x) = x/(1 + ||x||)): the
+    projection of the squashed feature, phi(x^k)^T d_hat^k = ||x^k|| / (1 + ||x^k||) *
+    cos(x^k, d_hat^k), with w_hat = w/||w||. For every kind, x^k parallel to d_hat^k and
+    alpha = 1 give TDE = 0 (the whole feature is the head direction's effect).
+    ``head_direction``: [d], raw x_bar or unit; it is normalised per head here (a zero chunk
+    contributes nothing, so a zero x_bar gives B = 0 and TDE = eq. 7).
+    """
+    if check_kind(kind) == "linear":
+        raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
+                         "deconfound); got kind 'linear'")
+    d_hat = split_heads(unit_heads(head_direction.to(x.dtype), num_heads), num_heads)  # [K, h]
+    fx = split_heads(normalize_features(x, kind, num_heads, eps), num_heads)  # [N, K, h]
+    proj = ((fx * d_hat).sum(-1, keepdim=True) * d_hat).reshape(x.shape)
+    fw = normalize_weights(w, kind, num_heads, gamma, eps)
+    return (tau / num_heads) * (proj @ fw.t())
+
+
+def _raw_head_direction(classifier: "NormalizedClassifier",
+                        head_direction: Union[Tensor, "HeadDirection"]) -> Tensor:
+    """Return the [d] head-direction tensor, checking it against the classifier."""
+    if isinstance(head_direction, torch.nn.Module):
+        if getattr(head_direction, "num_heads", classifier.num_heads) != classifier.num_heads:
+            raise ValueError(f"head direction has num_heads={head_direction.num_heads} but the "
+                             f"classifier has num_heads={classifier.num_heads}")
+        head_direction = head_direction.ema
+    if not isinstance(head_direction, Tensor) or head_direction.shape != (classifier.in_features,):
+        shape = (tuple(head_direction.shape) if isinstance(head_direction, Tensor)
+                 else head_direction)
+        raise ValueError(f"head_direction must have shape ({classifier.in_features},) "
+                         f"(the classifier's in_features), got {shape}")
+    return head_direction
+
+
+def tde_bias_logits(classifier: "NormalizedClassifier", x: Tensor,
+                    head_direction: Union[Tensor, "HeadDirection"]) -> Tensor:
+    """B of eq. 8 for ``classifier`` (see :func:`tde_bias`): TDE = classifier(x) - alpha * B.
+
+    Computed like the classifier's forward (float32 or wider, autocast off). Useful to sweep
+    alpha in one pass: compute ``classifier(x)`` and ``B`` once, then ``z - alpha * B``.
+    """
+    d_hat = _raw_head_direction(classifier, head_direction)
+    x, w = classifier.check_input(x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return tde_bias(x, w, d_hat.to(x.device), classifier.kind, classifier.num_heads,
+                        classifier.tau, classifier.gamma, classifier.eps)
+
+
+def tde_logits(classifier: "NormalizedClassifier", x: Tensor,
+               head_direction: Union[Tensor, "HeadDirection"], alpha: float) -> Tensor:
+    """Eq. 8, the Total Direct Effect logits (inference only):
+
+        TDE(z_i) = (tau/K) * sum_k [ (w_i^k)^T x^k / ((||w_i^k|| + gamma) ||x^k||)
+                      - alpha * cos(x^k, d_hat^k) (w_i^k)^T d_hat^k / (||w_i^k|| + gamma) ]
+
+    for the deconfound classifier; cosine and capsule use their own normalisation (see
+    :func:`tde_bias`). ``head_direction``: the [d] EMA x_bar (raw or unit; only each head's
+    direction matters) or a ``HeadDirection`` module. alpha = 0 returns ``classifier(x)``.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha < math.inf:
+        raise ValueError(f"alpha must be a finite number >= 0 (eq. 8), got {alpha!r}")
+    if classifier.kind == "linear":
+        raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
+                         "deconfound); got kind 'linear'")
+    return classifier(x) - float(alpha) * tde_bias_logits(classifier, x, head_direction)
+
+
+def background_exempted_probs(total_logits: Tensor, tde_logits: Tensor,
+                              bg_index: int = -1) -> Tensor:
+    """Eq. 9, background-exempted inference for detectors, over C+1 classes:
+
+        p = softmax(z) (eq. 7), q = softmax(TDE(z)) (eq. 8),
+        score_bg = p_bg,  score_i = (1 - p_bg) * q_i / (1 - q_bg)  for each foreground i.
+
+    Exactly one softmax per term. 1 - p_bg is taken as sum_{i fg} p_i and q_i / (1 - q_bg) as
+    the softmax of TDE(z) over the foreground columns only (the same numbers, but safe when
+    q_bg -> 1). Rows sum to 1 and the background column is softmax(z)[:, bg] itself.
+    Returns probabilities (float32 or wider) in the input's column order.
+    """
+    if total_logits.shape != tde_logits.shape or total_logits.dim() != 2:
+        raise ValueError(f"total_logits and tde_logits must be [N, C+1] of the same shape, got "
+                         f"{tuple(total_logits.shape)} and {tuple(tde_logits.shape)}")
+    ncol = total_logits.shape[1]
+    if ncol < 2 or not -ncol <= bg_index < ncol:
+        raise ValueError(f"bg_index={bg_index} is out of range for {ncol} columns (need >= 2)")
+    bg = bg_index % ncol
+    dtype = torch.promote_types(total_logits.dtype, torch.float32)
+    p = torch.softmax(total_logits.to(dtype), dim=1)
+    fg = torch.arange(ncol, device=p.device) != bg
+    q_fg = torch.softmax(tde_logits.to(dtype)[:, fg], dim=1)  # q_i / (1 - q_bg)
+    out = torch.empty_like(p)
+    out[:, bg] = p[:, bg]
+    out[:, fg] = p[:, fg].sum(dim=1, keepdim=True) * q_fg
+    return out
