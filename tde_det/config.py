@@ -43,9 +43,108 @@ def _add_method_config(cfg: CN) -> None:
 
 def _add_detection_config(cfg: CN) -> None:
     """Keys used only by the detection branch (TDE cascade ROI heads on LVIS)."""
-    # Background-exempted inference (eq. 9); without it TDE hurts detection badly.
+    # Background-exempted inference (eq. 9); without it TDE hurts detection badly
+    # (supplement Table 1, LVIS v0.5: 23.4 AP without vs 28.4 with).
     cfg.MODEL.TDE.BACKGROUND_EXEMPTED = True
+    # Every this many iterations the head-direction hook writes, per cascade stage, the EMA norm,
+    # the cosine between the current and the previously logged direction and the mean
+    # cos(x, d_hat) of the last batch's foreground features to the EventStorage
+    # ("tde/stage{k}/..."); 20 = Detectron2's PeriodicWriter period. 0 disables the hook.
+    cfg.MODEL.TDE.LOG_PERIOD = 20
+
+    # --- the user's own LVIS-format datasets (parallel lists, one entry per dataset) ---
+    # Each NAMES[i] is registered with JSON_FILES[i] (LVIS-format json: images, annotations,
+    # categories with "frequency") and IMAGE_ROOTS[i] (image i at IMAGE_ROOT/<file_name>, or
+    # at IMAGE_ROOT/<split folder>/<file> from "coco_url" when an image has no "file_name"),
+    # evaluated with LVISEvaluator. Detectron2's built-in LVIS names (lvis_v1_train, ...) need
+    # nothing here: they live under $DETECTRON2_DATASETS.
+    cfg.DATASETS.LVIS_CUSTOM = CN()
+    cfg.DATASETS.LVIS_CUSTOM.NAMES = ()
+    cfg.DATASETS.LVIS_CUSTOM.JSON_FILES = ()
+    cfg.DATASETS.LVIS_CUSTOM.IMAGE_ROOTS = ()
+    # Invalid annotations in LVIS-format data (unknown category id, degenerate box, empty or
+    # < 3-point polygon) and images whose file is missing: "error" stops with an error naming
+    # the image and annotation before training starts; "skip" drops them and logs a count.
+    cfg.DATASETS.INVALID_ANNOTATIONS = "error"
+    # Check that every image file exists when the dataset is loaded (one stat per image).
+    cfg.DATASETS.CHECK_IMAGE_FILES = True
 
 
 def _add_classification_config(cfg: CN) -> None:
     """Keys used only by the image-classification branch (ImageNet-LT, CIFAR-LT)."""
+    # --- the image classifier (meta-architecture "TDEImageClassifier") ---
+    cfg.MODEL.IMAGE_CLASSIFIER = CN()
+    # Backbone output that is globally average-pooled into the feature x of eq. 7
+    # (ResNeXt-50: "res5", 2048-d post-ReLU; CIFAR ResNet-32: "res5", the two 64-channel
+    # branches concatenated to 128-d).
+    cfg.MODEL.IMAGE_CLASSIFIER.IN_FEATURE = "res5"
+    # C: number of classes (ImageNet-LT 1000, CIFAR-10-LT 10, CIFAR-100-LT 100).
+    cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES = 1000
+    # How mu of the head-direction EMA evolves during training:
+    # "constant": mu = MODEL.TDE.MU throughout (official CIFAR code, mu = 0.9);
+    # "lr": mu = 1 - (1 - MODEL.TDE.MU) * min(MU_LR_SCALE * lr, 1), re-computed every iteration
+    #       from the current learning rate (official code for non-CIFAR data, with MU = 0.9 and
+    #       MU_LR_SCALE = 50, rescaled there once per epoch: the EMA freezes as cosine LR -> 0).
+    cfg.MODEL.TDE.MU_SCHEDULE = "constant"
+    cfg.MODEL.TDE.MU_LR_SCALE = 50.0
+
+    # --- the BBN-style CIFAR ResNet (backbone "build_cifar_resnet_backbone") ---
+    cfg.MODEL.CIFAR_RESNET = CN()
+    # 6n + 2 layers; 32 -> n = 5 blocks per stage (the last stage: n - 1 shared blocks, then
+    # NUM_BRANCHES parallel blocks whose outputs are concatenated).
+    cfg.MODEL.CIFAR_RESNET.DEPTH = 32
+    # BBN: two 64-channel branches -> 128-d, so with K = 2 each head is one branch.
+    cfg.MODEL.CIFAR_RESNET.NUM_BRANCHES = 2
+    # Normalisation ("BN", "SyncBN", "GN", ...; Detectron2's get_norm).
+    cfg.MODEL.CIFAR_RESNET.NORM = "BN"
+    # Shortcut when the shape changes: "A" (zero-padded identity, as BBN) or "B" (1x1 conv + norm).
+    cfg.MODEL.CIFAR_RESNET.SHORTCUT = "A"
+    # Outputs: "stem", "res2", "res3", "res4", "res5" (res5 = the concatenated branches).
+    cfg.MODEL.CIFAR_RESNET.OUT_FEATURES = ["res5"]
+
+    # --- augmentation of classification images ---
+    cfg.INPUT.CLASSIFICATION = CN()
+    # "imagenet": RandomResizedCrop + flip + ColorJitter (train), Resize + CenterCrop (test);
+    # "cifar": zero-pad + RandomCrop + flip (train), nothing (test); "none": no augmentation.
+    cfg.INPUT.CLASSIFICATION.AUGMENTATION = "imagenet"
+    # Training crop size (ImageNet-LT 224, CIFAR 32).
+    cfg.INPUT.CLASSIFICATION.CROP_SIZE = 224
+    # RandomResizedCrop: range of the crop's area (fraction of the image) and aspect ratio.
+    cfg.INPUT.CLASSIFICATION.RESIZED_CROP_SCALE = (0.08, 1.0)
+    cfg.INPUT.CLASSIFICATION.RESIZED_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+    # ColorJitter (brightness, contrast, saturation) strengths, applied in random order
+    # (official ImageNet-LT code: 0.4, 0.4, 0.4; 0 disables one).
+    cfg.INPUT.CLASSIFICATION.COLOR_JITTER = (0.4, 0.4, 0.4)
+    # Probability of a horizontal flip in training.
+    cfg.INPUT.CLASSIFICATION.FLIP_PROB = 0.5
+    # CIFAR: zero padding on each side before the random crop (official: 4).
+    cfg.INPUT.CLASSIFICATION.PAD = 4
+    # Test: resize the shorter side to TEST_RESIZE, then centre-crop TEST_CROP_SIZE (ImageNet-LT
+    # 256 / 224); 0 skips the step.
+    cfg.INPUT.CLASSIFICATION.TEST_RESIZE = 256
+    cfg.INPUT.CLASSIFICATION.TEST_CROP_SIZE = 224
+
+    # --- evaluation ---
+    cfg.TEST.CLASSIFICATION = CN()
+    # Images per batch and process in the test loader.
+    cfg.TEST.CLASSIFICATION.IMS_PER_BATCH = 64
+    # Shot groups by training images per class: many n > MANY_THRESHOLD, few n < FEW_THRESHOLD,
+    # medium otherwise (paper: > 100, 20-100, < 20).
+    cfg.TEST.CLASSIFICATION.MANY_THRESHOLD = 100
+    cfg.TEST.CLASSIFICATION.FEW_THRESHOLD = 20
+    # k of the top-k accuracy reported beside top-1.
+    cfg.TEST.CLASSIFICATION.TOPK = 5
+
+    # --- a user's own long-tailed dataset: an image folder + split files ---
+    # Each split file has one "relative/path/to/image.jpg <label>" line per image, paths
+    # relative to IMAGE_ROOT, labels 0..C-1. When NAME is set, "<NAME>_train", "<NAME>_val"
+    # and "<NAME>_test" are registered (those whose file is given); train counts per class
+    # (for the many/medium/few groups) come from the TRAIN split.
+    cfg.DATASETS.SPLIT_FILE = CN()
+    cfg.DATASETS.SPLIT_FILE.NAME = ""
+    cfg.DATASETS.SPLIT_FILE.IMAGE_ROOT = ""
+    cfg.DATASETS.SPLIT_FILE.TRAIN = ""
+    cfg.DATASETS.SPLIT_FILE.VAL = ""
+    cfg.DATASETS.SPLIT_FILE.TEST = ""
+    # C; 0 = one more than the largest label of the TRAIN split.
+    cfg.DATASETS.SPLIT_FILE.NUM_CLASSES = 0

@@ -1,0 +1,96 @@
+"""Train and test loaders of the classification task, on Detectron2's data API."""
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetFromList,
+    MapDataset,
+    MetadataCatalog,
+    build_detection_train_loader,
+)
+from detectron2.data.samplers import InferenceSampler
+
+from .mapper import ClassificationDatasetMapper
+from .split_file import max_label, register_split_file_dataset
+
+__all__ = [
+    "build_classification_train_loader",
+    "build_classification_test_loader",
+    "get_classification_dataset_dicts",
+    "register_split_file_datasets_from_config",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def register_split_file_datasets_from_config(cfg) -> None:
+    """Register ``<NAME>_{train,val,test}`` from ``cfg.DATASETS.SPLIT_FILE`` (a user's image
+    folder + split files); a no-op when NAME is empty or the names are already registered."""
+    c = cfg.DATASETS.SPLIT_FILE
+    if not c.NAME:
+        return
+    splits = {"train": c.TRAIN, "val": c.VAL, "test": c.TEST}
+    if not c.TRAIN:
+        raise ValueError("DATASETS.SPLIT_FILE.TRAIN must be set (its per-class counts define the "
+                         "many/medium/few groups)")
+    num_classes = c.NUM_CLASSES or max_label(c.TRAIN) + 1
+    for split, path in splits.items():
+        name = f"{c.NAME}_{split}"
+        if not path or name in DatasetCatalog.list():
+            continue
+        register_split_file_dataset(name, c.IMAGE_ROOT, path, num_classes,
+                                    train_dataset=f"{c.NAME}_train")
+
+
+def get_classification_dataset_dicts(names: Sequence[str], num_classes: int) -> List[Dict]:
+    """Concatenated dicts of the datasets ``names``, each checked to have ``num_classes``."""
+    if isinstance(names, str):
+        names = [names]
+    dicts = []
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        if meta.get("num_classes", num_classes) != num_classes:
+            raise ValueError(f"dataset {name} has {meta.num_classes} classes but "
+                             f"MODEL.IMAGE_CLASSIFIER.NUM_CLASSES is {num_classes}")
+        d = DatasetCatalog.get(name)
+        if not d:
+            raise ValueError(f"dataset {name} is empty")
+        logger.info(f"Dataset {name}: {len(d)} images, {num_classes} classes")
+        dicts.extend(d)
+    return dicts
+
+
+def build_classification_train_loader(cfg, mapper=None):
+    """Infinite loader of lists of ``SOLVER.IMS_PER_BATCH / world size`` mapped dicts
+    (``TrainingSampler``, no aspect-ratio grouping)."""
+    dicts = get_classification_dataset_dicts(cfg.DATASETS.TRAIN,
+                                             cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES)
+    if mapper is None:
+        mapper = ClassificationDatasetMapper(cfg, True)
+    return build_detection_train_loader(dicts, mapper=mapper,
+                                        total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+                                        aspect_ratio_grouping=False,
+                                        num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+
+def _list_collate(batch):
+    return batch
+
+
+def build_classification_test_loader(cfg, dataset_name: str, mapper=None,
+                                     batch_size: Optional[int] = None):
+    """Each process gets its share of ``dataset_name`` (``InferenceSampler``), in lists of
+    ``TEST.CLASSIFICATION.IMS_PER_BATCH`` mapped dicts."""
+    dicts = get_classification_dataset_dicts([dataset_name],
+                                             cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES)
+    if mapper is None:
+        mapper = ClassificationDatasetMapper(cfg, False)
+    dataset = MapDataset(DatasetFromList(dicts, copy=False), mapper)
+    batch_sampler = torch.utils.data.BatchSampler(
+        InferenceSampler(len(dataset)), batch_size or cfg.TEST.CLASSIFICATION.IMS_PER_BATCH,
+        drop_last=False)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler,
+                                       num_workers=cfg.DATALOADER.NUM_WORKERS,
+                                       collate_fn=_list_collate)

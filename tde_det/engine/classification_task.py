@@ -1,0 +1,65 @@
+"""Loaders, evaluators and hooks of the image-classification task (ImageNet-LT, CIFAR-LT)."""
+import logging
+import os
+from typing import List, Optional
+
+from detectron2.config import CfgNode
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from tde_det.data.classification import (
+    build_classification_test_loader,
+    build_classification_train_loader,
+    register_split_file_datasets_from_config,
+)
+from tde_det.evaluation import ClassificationEvaluator
+from tde_det.layers import HeadDirection
+
+from .mu_schedule_hook import MuScheduleHook
+
+__all__ = ["META_ARCHITECTURES", "build_train_loader", "build_test_loader", "build_evaluator",
+           "build_hooks"]
+
+META_ARCHITECTURES = frozenset({"TDEImageClassifier"})
+
+MU_SCHEDULES = ("constant", "lr")
+
+
+def _prepare(cfg: CfgNode) -> None:
+    """Log tde_det messages like Detectron2's (if nobody set the "tde_det" logger up) and
+    register the user's split-file datasets named in the config."""
+    if not logging.getLogger("tde_det").handlers:
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
+    register_split_file_datasets_from_config(cfg)
+
+
+def build_train_loader(cfg: CfgNode):
+    _prepare(cfg)
+    return build_classification_train_loader(cfg)
+
+
+def build_test_loader(cfg: CfgNode, dataset_name: str):
+    _prepare(cfg)
+    return build_classification_test_loader(cfg, dataset_name)
+
+
+def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
+    _prepare(cfg)
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+    c = cfg.TEST.CLASSIFICATION
+    return ClassificationEvaluator(dataset_name, output_dir=output_folder,
+                                   many_threshold=c.MANY_THRESHOLD, few_threshold=c.FEW_THRESHOLD,
+                                   topk=c.TOPK, alpha=cfg.MODEL.TDE.ALPHA)
+
+
+def build_hooks(cfg: CfgNode, trainer) -> List[HookBase]:
+    """The mu schedule hook when ``MODEL.TDE.MU_SCHEDULE`` is "lr"."""
+    schedule = cfg.MODEL.TDE.MU_SCHEDULE
+    if schedule not in MU_SCHEDULES:
+        raise ValueError(f"MODEL.TDE.MU_SCHEDULE must be one of {MU_SCHEDULES}, got {schedule!r}")
+    if schedule == "constant":
+        return []
+    head_directions = [m for m in trainer.model.modules() if isinstance(m, HeadDirection)]
+    return [MuScheduleHook(head_directions, cfg.MODEL.TDE.MU, cfg.MODEL.TDE.MU_LR_SCALE)]

@@ -1,0 +1,85 @@
+"""Loaders, evaluators and hooks of the detection task (TDE cascade ROI heads on LVIS)."""
+import logging
+import os
+from typing import List, Optional
+
+from detectron2.config import CfgNode
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.engine import HookBase
+from detectron2.evaluation import COCOEvaluator, LVISEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from tde_det.data.detection import register_lvis_datasets_from_config
+from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
+
+from .head_direction_hook import HeadDirectionLogger
+
+__all__ = ["build_train_loader", "build_test_loader", "build_evaluator", "build_hooks",
+           "check_num_classes"]
+
+
+def _prepare(cfg: CfgNode) -> None:
+    """Log tde_det messages like Detectron2's, register the config's own LVIS-format datasets
+    and apply its policy for invalid annotations."""
+    if not logging.getLogger("tde_det").handlers:
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
+    register_lvis_datasets_from_config(cfg)
+
+
+def check_num_classes(cfg: CfgNode, dataset_name: str) -> None:
+    """Raise a clear error if the dataset's number of categories is not
+    MODEL.ROI_HEADS.NUM_CLASSES (LVIS v1.0: 1203, v0.5: 1230)."""
+    classes = getattr(MetadataCatalog.get(dataset_name), "thing_classes", None)
+    if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        raise ValueError(f"Dataset {dataset_name!r} has {len(classes)} categories but "
+                         f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}; "
+                         f"set MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}")
+
+
+def build_train_loader(cfg: CfgNode):
+    """Detectron2's train loader (DATALOADER.SAMPLER_TRAIN "RepeatFactorTrainingSampler" with
+    DATALOADER.REPEAT_THRESHOLD gives LVIS's repeat-factor sampling)."""
+    _prepare(cfg)
+    for name in cfg.DATASETS.TRAIN:
+        check_num_classes(cfg, name)
+    return build_detection_train_loader(cfg)
+
+
+def build_test_loader(cfg: CfgNode, dataset_name: str):
+    _prepare(cfg)
+    check_num_classes(cfg, dataset_name)
+    return build_detection_test_loader(cfg, dataset_name)
+
+
+def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
+    """``LVISEvaluator`` or ``COCOEvaluator`` from the dataset's metadata ``evaluator_type``."""
+    _prepare(cfg)
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+    evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    if evaluator_type == "lvis":
+        return LVISEvaluator(dataset_name, tasks, output_dir=output_folder,
+                             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+    if evaluator_type == "coco":
+        # The compiled COCOeval may be missing (Detectron2 without its C++ extension).
+        return COCOEvaluator(dataset_name, tasks, output_dir=output_folder,
+                             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                             use_fast_impl=False)
+    raise ValueError(f"No detection evaluator for dataset {dataset_name!r} with metadata "
+                     f"evaluator_type={evaluator_type!r}; tde-det evaluates 'lvis' and 'coco' "
+                     f"datasets (register LVIS-format data with DATASETS.LVIS_CUSTOM.*)")
+
+
+def build_hooks(cfg: CfgNode, trainer) -> List[HookBase]:
+    """The head-direction logger, over every TDE box predictor of the model (cascade stage
+    order), unless ``MODEL.TDE.LOG_PERIOD`` is 0 or the model has none."""
+    predictors = [m for m in trainer.model.modules() if isinstance(m, TDEFastRCNNOutputLayers)]
+    if cfg.MODEL.TDE.LOG_PERIOD <= 0 or not predictors:
+        return []
+    return [HeadDirectionLogger(predictors, cfg.MODEL.TDE.LOG_PERIOD)]

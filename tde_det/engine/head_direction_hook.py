@@ -1,0 +1,51 @@
+"""Logs the head direction (Assumption 1) of every TDE box predictor during training."""
+from typing import List, Optional
+
+import torch
+from detectron2.engine import HookBase
+
+from tde_det.layers.tde_math import split_heads
+
+__all__ = ["HeadDirectionLogger"]
+
+
+class HeadDirectionLogger(HookBase):
+    """Every ``period`` iterations (and at the last one), for each stage k, put into the
+    trainer's ``EventStorage``:
+
+    - ``tde/stage{k}/ema_norm``: ||x_bar|| (the decayed sum; it grows to ~ mean / (1 - mu));
+    - ``tde/stage{k}/direction_cos_prev``: mean over heads of cos(d_hat^k now, d_hat^k at the
+      previous log), i.e. how much the head direction still moves (absent while either is 0);
+    - ``tde/stage{k}/fg_cos``: mean over heads and foreground features of the last training
+      batch of cos(x^k, d_hat^k) (absent when that batch had no foreground proposal).
+    """
+
+    def __init__(self, predictors: List[torch.nn.Module], period: int = 20):
+        if period <= 0:
+            raise ValueError(f"MODEL.TDE.LOG_PERIOD must be > 0 to log, got {period}")
+        self.predictors = list(predictors)
+        self.period = period
+        self._previous: List[Optional[torch.Tensor]] = [None] * len(self.predictors)
+
+    def before_train(self):
+        self._previous = [p.head_direction.direction().detach().clone() for p in self.predictors]
+
+    def after_step(self):
+        it = self.trainer.iter
+        if (it + 1) % self.period != 0 and it != self.trainer.max_iter - 1:
+            return
+        storage = self.trainer.storage
+        for k, predictor in enumerate(self.predictors):
+            hd = predictor.head_direction
+            scalars = {"ema_norm": float(torch.linalg.vector_norm(hd.ema.double()))}
+            now = hd.direction().detach().clone()
+            prev = self._previous[k]
+            if prev is not None and bool(now.any()) and bool(prev.any()):
+                cos = (split_heads(now, hd.num_heads) * split_heads(prev.to(now), hd.num_heads))
+                scalars["direction_cos_prev"] = float(cos.sum(-1).mean())
+            self._previous[k] = now
+            fg_cos = float(predictor.last_foreground_cos)
+            if fg_cos == fg_cos:  # not NaN: the last batch had foreground proposals
+                scalars["fg_cos"] = fg_cos
+            for name, value in scalars.items():
+                storage.put_scalar(f"tde/stage{k}/{name}", value, smoothing_hint=False)

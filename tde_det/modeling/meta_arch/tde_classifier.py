@@ -1,0 +1,155 @@
+"""Image classifier with the de-confounded head, the head direction and TDE inference.
+
+backbone -> global average pooling of one output -> ``NormalizedClassifier`` (eq. 7 or an
+ablation). Training: softmax cross-entropy on eq. 7 logits, and the head-direction EMA
+(Assumption 1) updated from all samples' detached features. Inference: eq. 8 (TDE) logits when
+``MODEL.TDE.TEST_TDE`` and alpha > 0, and always the plain eq. 7 logits, from one forward pass.
+"""
+import logging
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from torch import nn
+
+from tde_det.layers import HeadDirection, NormalizedClassifier, tde_logits
+
+__all__ = ["TDEImageClassifier"]
+
+logger = logging.getLogger(__name__)
+
+
+@META_ARCH_REGISTRY.register()
+class TDEImageClassifier(nn.Module):
+    """Long-tailed image classifier of the paper (Tables 2, 3).
+
+    Input (Detectron2 style): a list of dicts, each with "image" (a CHW tensor in
+    ``cfg.INPUT.FORMAT``, 0-255) and, in training, "label" (int in [0, C)).
+    Output: in training ``{"loss_cls": ...}``; in inference one dict per image with
+      - "logits" / "probs": the model's prediction, eq. 8 (TDE) if TDE is applied, else eq. 7;
+      - "logits_no_tde": the eq. 7 logits (the "total effect"), always;
+      - "tde": whether "logits" are TDE logits.
+    """
+
+    @configurable
+    def __init__(self, *, backbone: Backbone, in_feature: str, classifier: NormalizedClassifier,
+                 head_direction: HeadDirection, alpha: float, test_tde: bool,
+                 pixel_mean: Sequence[float], pixel_std: Sequence[float]):
+        """
+        Args:
+            backbone: a Detectron2 backbone; ``in_feature`` names the output that is pooled.
+            classifier: eq. 7 (or an ablation) on the pooled feature.
+            head_direction: the EMA x_bar of Assumption 1, same ``dim`` and K as the classifier.
+            alpha: alpha of eq. 8. test_tde: apply eq. 8 in inference (needs alpha > 0 to
+                change anything, and a normalised classifier).
+            pixel_mean, pixel_std: per-channel normalisation of the input images.
+        """
+        super().__init__()
+        if in_feature not in backbone.output_shape():
+            raise ValueError(f"MODEL.IMAGE_CLASSIFIER.IN_FEATURE={in_feature!r} is not an output "
+                             f"of the backbone; available: {sorted(backbone.output_shape())}")
+        if head_direction.dim != classifier.in_features \
+                or head_direction.num_heads != classifier.num_heads:
+            raise ValueError("head_direction and classifier must have the same dim and num_heads")
+        if test_tde and classifier.kind == "linear":
+            raise ValueError("MODEL.TDE.TEST_TDE=True needs a normalised classifier (TDE, eq. 8, "
+                             "is defined for cosine, capsule and deconfound); set "
+                             "MODEL.TDE.TEST_TDE False for MODEL.TDE.CLASSIFIER 'linear'")
+        if alpha < 0:
+            raise ValueError(f"MODEL.TDE.ALPHA must be >= 0, got {alpha}")
+        self.backbone = backbone
+        self.in_feature = in_feature
+        self.classifier = classifier
+        self.head_direction = head_direction
+        self.alpha = float(alpha)
+        self.test_tde = bool(test_tde)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        in_feature = cfg.MODEL.IMAGE_CLASSIFIER.IN_FEATURE
+        shapes = backbone.output_shape()
+        if in_feature not in shapes:
+            raise ValueError(f"MODEL.IMAGE_CLASSIFIER.IN_FEATURE={in_feature!r} is not an output "
+                             f"of backbone {cfg.MODEL.BACKBONE.NAME}; available: {sorted(shapes)} "
+                             f"(set the backbone's OUT_FEATURES)")
+        dim = shapes[in_feature].channels
+        tde = cfg.MODEL.TDE
+        if isinstance(tde.NUM_HEADS, int) and tde.NUM_HEADS >= 1 and dim % tde.NUM_HEADS:
+            raise ValueError(
+                f"MODEL.TDE.NUM_HEADS={tde.NUM_HEADS} does not divide the {dim}-d feature "
+                f"'{in_feature}' of backbone {cfg.MODEL.BACKBONE.NAME}: eq. 7 splits the "
+                f"feature into K equal heads; choose NUM_HEADS among the divisors of {dim}")
+        classifier = NormalizedClassifier(
+            dim, cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES, kind=tde.CLASSIFIER,
+            num_heads=tde.NUM_HEADS, tau=tde.TAU, gamma=tde.GAMMA, eps=tde.FEATURE_EPS)
+        head_direction = HeadDirection(dim, num_heads=tde.NUM_HEADS, mu=tde.MU,
+                                       sync=tde.SYNC_HEAD_DIRECTION)
+        return {
+            "backbone": backbone,
+            "in_feature": in_feature,
+            "classifier": classifier,
+            "head_direction": head_direction,
+            "alpha": tde.ALPHA,
+            "test_tde": tde.TEST_TDE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def applies_tde(self) -> bool:
+        """True when inference returns eq. 8 logits (TEST_TDE, alpha > 0)."""
+        return self.test_tde and self.alpha > 0
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> torch.Tensor:
+        """Stack the images into [N, 3, H, W] and normalise them (all must have one size)."""
+        images = [x["image"].to(self.device) for x in batched_inputs]
+        sizes = {tuple(im.shape) for im in images}
+        if len(sizes) != 1:
+            raise ValueError(f"all images of a batch must have the same shape (use a crop in "
+                             f"INPUT.CLASSIFICATION), got {sorted(sizes)}")
+        x = torch.stack(images).float()
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] normalised images -> [N, d] globally average-pooled features x."""
+        return self.backbone(images)[self.in_feature].mean(dim=(2, 3))
+
+    def forward(self, batched_inputs: List[Dict]):
+        x = self.extract_features(self.preprocess_image(batched_inputs))
+        if self.training:
+            labels = torch.as_tensor([int(d["label"]) for d in batched_inputs],
+                                     dtype=torch.long, device=x.device)
+            # Assumption 1: all samples, detached, independent of the loss.
+            self.head_direction.update(x.detach())
+            logits = self.classifier(x)
+            return {"loss_cls": F.cross_entropy(logits.float(), labels)}
+        return self.inference(x)
+
+    @torch.no_grad()
+    def inference(self, x: torch.Tensor) -> List[Dict]:
+        """Per image: eq. 8 logits (when TDE is applied) and eq. 7 logits, from features ``x``."""
+        plain = self.classifier(x)
+        if self.applies_tde:
+            if not bool(self.head_direction.ema.abs().sum() > 0):
+                raise RuntimeError(
+                    "the head direction (buffer 'head_direction.ema') is zero: the weights were "
+                    "not trained with tde-det, or training has not run a single iteration. TDE "
+                    "(eq. 8) needs it; set MODEL.TDE.TEST_TDE False to evaluate eq. 7 only")
+            final = tde_logits(self.classifier, x, self.head_direction.direction(), self.alpha)
+        else:
+            final = plain
+        probs = F.softmax(final, dim=1)
+        return [
+            {"logits": final[i], "probs": probs[i], "logits_no_tde": plain[i],
+             "tde": self.applies_tde}
+            for i in range(x.shape[0])
+        ]

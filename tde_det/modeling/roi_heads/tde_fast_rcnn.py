@@ -1,0 +1,213 @@
+"""The de-confounded box predictor of one cascade stage: eq. 7 in training, eq. 8 / eq. 9 in
+inference, and the stage's own head direction (Assumption 1) from its foreground proposals."""
+import logging
+import math
+from typing import List, NamedTuple, Optional, Tuple, Union
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+from detectron2.structures import Instances
+from torch import Tensor
+
+from tde_det.layers import (
+    HeadDirection,
+    NormalizedClassifier,
+    background_exempted_probs,
+    tde_bias_logits,
+)
+from tde_det.layers.tde_math import split_heads, unit_heads
+
+__all__ = ["TDEClassLogits", "TDEFastRCNNOutputLayers"]
+
+logger = logging.getLogger(__name__)
+
+
+class TDEClassLogits(NamedTuple):
+    """Class outputs of :class:`TDEFastRCNNOutputLayers` in inference when TDE is applied.
+
+    ``total``: eq. 7 logits z ([R, C+1], background last); ``bias``: the alpha-free term B of
+    eq. 8, so that TDE(z) = z - alpha * B. Keeping both lets ``predict_probs`` apply eq. 8 / 9
+    with the predictor's current ``alpha`` without another forward pass.
+    """
+
+    total: Tensor
+    bias: Tensor
+
+
+class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
+    """``FastRCNNOutputLayers`` whose classifier over C+1 classes (background last) is a
+    :class:`~tde_det.layers.NormalizedClassifier` (eq. 7 or an ablation), with a
+    :class:`~tde_det.layers.HeadDirection` x_bar of the box-head features.
+
+    Box regression, the losses and the box decoding are Detectron2's.
+
+    - Training: ``forward(x, gt_classes)`` updates x_bar from the detached features of the
+      foreground rows (0 <= gt_classes < C; background is C) before any loss, on every call
+      (a collective when synchronised), and returns eq. 7 logits.
+    - Inference (``predict_probs``), per stage, exactly one softmax per term:
+      TDE and background exemption -> eq. 9, ``background_exempted_probs(z, z - alpha B)``;
+      TDE without exemption -> softmax(eq. 8); TDE off or alpha = 0 -> softmax(eq. 7).
+    """
+
+    @configurable
+    def __init__(self, input_shape, *, classifier_kind: str = "deconfound", num_heads: int = 2,
+                 tau: float = 16.0, gamma: float = 1 / 32, feature_eps: float = 1e-9,
+                 alpha: float = 1.5, test_tde: bool = True, background_exempted: bool = True,
+                 mu: float = 0.9998, sync_head_direction: bool = True, **kwargs):
+        """
+        Args:
+            input_shape, kwargs: as ``FastRCNNOutputLayers`` (``box2box_transform``,
+                ``num_classes``, ``test_score_thresh``, ...).
+            classifier_kind, num_heads, tau, gamma, feature_eps: the classifier of eq. 7
+                ("deconfound") or an ablation ("cosine", "capsule", "linear").
+            alpha: alpha of eq. 8 (paper, LVIS: 1.5). test_tde: apply eq. 8 in inference.
+            background_exempted: use eq. 9 (with TDE); otherwise softmax of eq. 8.
+            mu, sync_head_direction: decay of x_bar and whether it is averaged over processes.
+        """
+        super().__init__(input_shape, **kwargs)
+        in_features = self.cls_score.in_features
+        if test_tde and classifier_kind == "linear":
+            raise ValueError("MODEL.TDE.TEST_TDE=True needs a normalised classifier (TDE, eq. 8, "
+                             "is defined for cosine, capsule and deconfound); set "
+                             "MODEL.TDE.TEST_TDE False for MODEL.TDE.CLASSIFIER 'linear'")
+        self.cls_score = NormalizedClassifier(in_features, self.num_classes + 1,
+                                              kind=classifier_kind, num_heads=num_heads, tau=tau,
+                                              gamma=gamma, eps=feature_eps)
+        self.head_direction = HeadDirection(in_features, num_heads=num_heads, mu=mu,
+                                            sync=sync_head_direction)
+        self.alpha = alpha
+        self.test_tde = bool(test_tde)
+        self.background_exempted = bool(background_exempted)
+        self._pending_gt_classes: Optional[Tensor] = None
+        self._warned_zero_direction = False
+        # Mean over heads of cos(x^k, d_hat^k) over the last training batch's foreground rows
+        # (NaN when it had none); a tensor, read by the logging hook without a host sync here.
+        self.register_buffer("last_foreground_cos", torch.tensor(math.nan), persistent=False)
+
+    @property
+    def alpha(self) -> float:
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 <= value < math.inf:
+            raise ValueError(f"MODEL.TDE.ALPHA must be a finite number >= 0 (eq. 8), got {value!r}")
+        self._alpha = float(value)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape, **kwargs):
+        ret = super().from_config(cfg, input_shape)
+        ret.update(kwargs)  # e.g. the cascade stage's box2box_transform
+        tde = cfg.MODEL.TDE
+        ret.update(classifier_kind=tde.CLASSIFIER, num_heads=tde.NUM_HEADS, tau=tde.TAU,
+                   gamma=tde.GAMMA, feature_eps=tde.FEATURE_EPS, alpha=tde.ALPHA,
+                   test_tde=tde.TEST_TDE, background_exempted=tde.BACKGROUND_EXEMPTED,
+                   mu=tde.MU, sync_head_direction=tde.SYNC_HEAD_DIRECTION)
+        return ret
+
+    @property
+    def applies_tde(self) -> bool:
+        """Whether inference uses eq. 8 (TDE on, alpha > 0)."""
+        return self.test_tde and self.alpha > 0
+
+    class _GtClasses:
+        def __init__(self, predictor, gt_classes):
+            self.predictor, self.gt_classes = predictor, gt_classes
+
+        def __enter__(self):
+            self.predictor._pending_gt_classes = self.gt_classes
+
+        def __exit__(self, *exc):
+            self.predictor._pending_gt_classes = None
+
+    def proposal_labels(self, gt_classes: Tensor) -> "_GtClasses":
+        """Context in which ``forward(x)`` uses ``gt_classes`` (labels of the rows of x, in
+        [0, C], C = background) to update the head direction; lets ROI heads that call the
+        predictor with features only (Detectron2's cascade) pass the labels."""
+        return self._GtClasses(self, gt_classes)
+
+    def forward(self, x: Tensor, gt_classes: Optional[Tensor] = None):
+        """x: [R, ...] box-head features. gt_classes: [R] labels (training only; otherwise
+        those given by :meth:`proposal_labels`).
+
+        Returns (scores, proposal_deltas): scores are eq. 7 logits [R, C+1], or in inference
+        with TDE a :class:`TDEClassLogits` (eq. 7 logits and the TDE term).
+        """
+        if x.dim() > 2:
+            x = torch.flatten(x, start_dim=1)
+        if self.training:
+            if gt_classes is None:
+                gt_classes = self._pending_gt_classes
+            if gt_classes is None:
+                raise RuntimeError("TDEFastRCNNOutputLayers needs the proposals' gt_classes in "
+                                   "training (to update the head direction from foreground "
+                                   "proposals): call forward(x, gt_classes) or use "
+                                   "proposal_labels(gt_classes)")
+            self.update_head_direction(x, gt_classes)
+        scores, proposal_deltas = super().forward(x)
+        if not self.training and self.applies_tde:
+            scores = TDEClassLogits(scores, tde_bias_logits(self.cls_score, x,
+                                                            self.head_direction.ema))
+        return scores, proposal_deltas
+
+    @torch.no_grad()
+    def update_head_direction(self, x: Tensor, gt_classes: Tensor) -> None:
+        """Assumption 1 from the foreground rows only: 0 <= gt_classes < C (background is C;
+        the official ``label > 0`` mask dropped class 0 and let background in). Every call
+        updates (a batch without foreground leaves x_bar unchanged), so that the collective
+        of a synchronised x_bar is entered by every process."""
+        if gt_classes.shape != x.shape[:1]:
+            raise ValueError(f"gt_classes must have shape [{x.shape[0]}] (one label per feature "
+                             f"row), got {tuple(gt_classes.shape)}")
+        x = x.detach()
+        foreground = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        self.head_direction.update(x, keep=foreground.to(x.device))
+        # cos(x^k, d_hat^k) per head, averaged over heads and foreground rows (for logging).
+        k = self.head_direction.num_heads
+        x_hat = split_heads(unit_heads(x.float(), k), k)
+        d_hat = split_heads(self.head_direction.direction().to(x_hat), k)
+        cos = (x_hat * d_hat).sum(-1).mean(-1)
+        fg = foreground.to(cos.dtype)
+        n = fg.sum()
+        self.last_foreground_cos.copy_(torch.where(
+            n > 0, (cos * fg).sum() / n.clamp_min(1.0), torch.full_like(n, math.nan)))
+
+    def predict_probs(self, predictions: Tuple[Union[Tensor, TDEClassLogits], Tensor],
+                      proposals: List[Instances]):
+        """Per-image class probabilities [Ri, C+1]: eq. 9 (TDE with background exemption),
+        softmax of eq. 8 (TDE without), or softmax of eq. 7 (TDE off or alpha = 0).
+
+        Raises FloatingPointError if the head direction is not finite: Detectron2's
+        ``fast_rcnn_inference`` would silently drop the resulting NaN rows.
+        """
+        scores, _ = predictions
+        num_inst_per_image = [len(p) for p in proposals]
+        if isinstance(scores, TDEClassLogits):
+            total, bias = scores
+            if not self.applies_tde:
+                probs = torch.softmax(total, dim=-1)
+            else:
+                self._check_head_direction()
+                tde = total - self.alpha * bias
+                if self.background_exempted:
+                    probs = background_exempted_probs(total, tde, bg_index=-1)
+                else:
+                    probs = torch.softmax(tde, dim=-1)
+        else:
+            probs = torch.softmax(scores, dim=-1)
+        return probs.split(num_inst_per_image, dim=0)
+
+    def _check_head_direction(self) -> None:
+        ema = self.head_direction.ema
+        if not torch.isfinite(ema).all():
+            raise FloatingPointError(
+                "The head direction (EMA x_bar, buffer 'head_direction.ema') of a TDE box "
+                "predictor is not finite, so TDE (eq. 8) would give NaN scores that Detectron2's "
+                "fast_rcnn_inference silently drops. The checkpoint or training diverged; "
+                "evaluate without TDE (MODEL.TDE.TEST_TDE False) or use another checkpoint.")
+        if not self._warned_zero_direction and not bool(ema.any()):
+            self._warned_zero_direction = True
+            logger.warning("The head direction of a TDE box predictor is zero (never trained, "
+                           "or missing from the checkpoint): TDE (eq. 8) changes nothing.")

@@ -1,0 +1,93 @@
+"""Every classification config builds a model (CPU), and carries the paper's settings."""
+import glob
+import os
+import re
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+import tde_det  # noqa: F401  (registration)
+from tde_det import add_tde_config
+from tde_det.data.classification import long_tailed_counts
+from tde_det.modeling.meta_arch import TDEImageClassifier
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs")
+PATTERNS = ("Base-ImageNet-LT*.yaml", "imagenet_lt_*.yaml", "Base-CIFAR-LT*.yaml",
+            "cifar10_lt_*.yaml", "cifar100_lt_*.yaml")
+CONFIGS = sorted({os.path.basename(p) for pat in PATTERNS
+                  for p in glob.glob(os.path.join(CONFIG_DIR, pat))})
+IMAGENET_LT_ITERS_PER_EPOCH = 115846 // 512  # 226
+
+
+def load(name):
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(os.path.join(CONFIG_DIR, name))
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def test_the_required_configs_exist():
+    for name in ["imagenet_lt_baseline.yaml", "imagenet_lt_cosine.yaml",
+                 "imagenet_lt_capsule.yaml", "imagenet_lt_deconfound.yaml",
+                 "imagenet_lt_cosine_tde.yaml", "imagenet_lt_capsule_tde.yaml",
+                 "imagenet_lt_tde.yaml", "imagenet_lt_x101_tde.yaml"] + [
+            f"cifar{c}_lt_r{r}_tde.yaml" for c in (10, 100) for r in (10, 50, 100)]:
+        assert name in CONFIGS
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_builds_a_model(name):
+    cfg = load(name)
+    model = build_model(cfg)
+    assert isinstance(model, TDEImageClassifier)
+    tde = cfg.MODEL.TDE
+    assert model.classifier.kind == tde.CLASSIFIER
+    assert model.classifier.num_classes == cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
+    assert model.head_direction.mu == tde.MU == 0.9
+    assert cfg.SOLVER.BASE_LR == 0.2 and cfg.SOLVER.MOMENTUM == 0.9
+    assert cfg.SOLVER.WEIGHT_DECAY == 0.0005
+    if tde.CLASSIFIER == "linear":
+        assert not tde.TEST_TDE
+    if "imagenet" in name.lower():
+        x101 = "X101" in name or "x101" in name
+        assert cfg.MODEL.RESNETS.DEPTH == (101 if x101 else 50)
+        assert (cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP) == (32, 4)
+        assert not cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+        assert model.classifier.in_features == 2048
+        assert (tde.NUM_HEADS, tde.GAMMA) == ((4, 1 / 64) if x101 else (2, 1 / 32))
+        assert tde.ALPHA == 3.0 and tde.MU_SCHEDULE == "lr"
+        assert cfg.SOLVER.IMS_PER_BATCH == 512 and cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupCosineLR"
+        assert cfg.SOLVER.MAX_ITER == (120 if x101 else 90) * IMAGENET_LT_ITERS_PER_EPOCH
+    else:
+        assert model.classifier.in_features == 128 and tde.NUM_HEADS == 2
+        assert tde.MU_SCHEDULE == "constant" and cfg.SOLVER.IMS_PER_BATCH == 256
+        assert cfg.SOLVER.GAMMA == 0.01 and cfg.INPUT.CLASSIFICATION.AUGMENTATION == "cifar"
+        m = re.match(r"cifar(10|100)_lt_r(\d+)_", name)
+        if m:
+            classes, ratio = int(m.group(1)), int(m.group(2))
+            assert cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES == classes
+            assert tde.ALPHA == (1.0 if classes == 10 else 1.5)
+            assert cfg.DATASETS.TRAIN == (f"cifar{classes}_lt_r{ratio}_train",)
+            epoch = sum(long_tailed_counts(50000 / classes, classes, ratio)) // 256
+            assert cfg.SOLVER.MAX_ITER == 200 * epoch and cfg.SOLVER.WARMUP_ITERS == 5 * epoch
+            assert tuple(cfg.SOLVER.STEPS) == (120 * epoch, 160 * epoch)
+
+
+def test_imagenet_lt_tde_is_deconfound_tde_resnext50_alpha_3():
+    cfg = load("imagenet_lt_tde.yaml")
+    assert cfg.MODEL.TDE.CLASSIFIER == "deconfound" and cfg.MODEL.TDE.TEST_TDE
+    assert cfg.MODEL.TDE.ALPHA == 3.0 and cfg.MODEL.RESNETS.DEPTH == 50
+
+
+def test_cifar_config_runs_a_training_and_an_inference_step():
+    cfg = load("cifar100_lt_r100_tde.yaml")
+    model = build_model(cfg)
+    batch = [{"image": torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), "label": i}
+             for i in range(4)]
+    assert torch.isfinite(model.train()(batch)["loss_cls"])
+    out = model.eval()(batch)
+    assert out[0]["tde"] and out[0]["logits"].shape == (100,)

@@ -1,0 +1,57 @@
+"""The classification task module: dispatch, the mu schedule and its hook."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.utils.events import EventStorage
+
+from tde_det import add_tde_config
+from tde_det.engine import classification_task, task_for
+from tde_det.engine.mu_schedule_hook import MuScheduleHook, scheduled_mu
+from tde_det.layers import HeadDirection
+
+
+def test_dispatch_to_the_classification_task():
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "TDEImageClassifier"
+    assert "TDEImageClassifier" in classification_task.META_ARCHITECTURES
+    assert task_for(cfg) is classification_task
+
+
+@pytest.mark.parametrize("lr, mu", [(0.2, 0.9), (0.02, 0.9), (0.01, 0.95), (0.004, 0.98),
+                                    (0.0, 1.0)])
+def test_official_mu_schedule(lr, mu):
+    # mu = 1 - 0.1 * min(50 * lr, 1)
+    assert scheduled_mu(lr, 0.9, 50.0) == pytest.approx(mu)
+
+
+def test_hook_sets_mu_of_every_head_direction_from_the_largest_lr():
+    hds = [HeadDirection(4, 2, mu=0.9), HeadDirection(4, 2, mu=0.9)]
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD([{"params": [params[0]], "lr": 0.01},
+                           {"params": [params[1]], "lr": 0.001}], lr=0.01)
+    hook = MuScheduleHook(hds, base_mu=0.9, lr_scale=50.0)
+    with EventStorage(0) as storage:
+        hook.trainer = SimpleNamespace(optimizer=opt, storage=storage)
+        hook.before_step()
+        assert [h.mu for h in hds] == [pytest.approx(0.95)] * 2
+        assert storage.latest()["head_direction_mu"][0] == pytest.approx(0.95)
+    with pytest.raises(ValueError, match="no HeadDirection"):
+        MuScheduleHook([], 0.9, 50.0)
+
+
+def test_build_hooks_follows_the_config():
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    model = torch.nn.Sequential(HeadDirection(4, 2))
+    trainer = SimpleNamespace(model=model)
+    assert classification_task.build_hooks(cfg, trainer) == []  # "constant"
+    cfg.MODEL.TDE.MU_SCHEDULE = "lr"
+    cfg.MODEL.TDE.MU = 0.9
+    (hook,) = classification_task.build_hooks(cfg, trainer)
+    assert isinstance(hook, MuScheduleHook) and hook.head_directions == [model[0]]
+    cfg.MODEL.TDE.MU_SCHEDULE = "cosine"
+    with pytest.raises(ValueError, match="MU_SCHEDULE"):
+        classification_task.build_hooks(cfg, trainer)

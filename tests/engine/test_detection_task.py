@@ -1,0 +1,89 @@
+"""The detection task's evaluator choice, class-count check and head-direction logging hook."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOEvaluator, LVISEvaluator
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.utils.events import EventStorage
+
+from tde_det import add_tde_config
+from tde_det.data.detection import register_lvis_dataset
+from tde_det.data.detection.synthetic import write_tiny_lvis
+from tde_det.engine import detection_task
+from tde_det.engine.head_direction_hook import HeadDirectionLogger
+from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    paths = write_tiny_lvis(str(tmp_path_factory.mktemp("lvis")), num_train=6, num_val=6)
+    register_lvis_dataset("tiny_lvis_task_val", paths["val"], paths["image_root"])
+    return paths
+
+
+def cfg_for(tmp_path):
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.MODEL.MASK_ON = True
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 6
+    return cfg
+
+
+def test_evaluator_from_metadata(tiny, tmp_path):
+    cfg = cfg_for(tmp_path)
+    ev = detection_task.build_evaluator(cfg, "tiny_lvis_task_val", str(tmp_path))
+    assert isinstance(ev, LVISEvaluator) and ev._tasks == ("bbox", "segm")
+    MetadataCatalog.get("tiny_coco_like").set(evaluator_type="coco", json_file=tiny["val"])
+    ev = detection_task.build_evaluator(cfg, "tiny_coco_like", str(tmp_path))
+    assert isinstance(ev, COCOEvaluator) and ev._use_fast_impl is False
+    MetadataCatalog.get("tiny_voc_like").set(evaluator_type="pascal_voc")
+    with pytest.raises(ValueError, match="evaluator_type='pascal_voc'"):
+        detection_task.build_evaluator(cfg, "tiny_voc_like", str(tmp_path))
+
+
+def test_num_classes_must_match_the_dataset(tiny, tmp_path):
+    cfg = cfg_for(tmp_path)
+    detection_task.check_num_classes(cfg, "tiny_lvis_task_val")
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1203
+    with pytest.raises(ValueError, match="NUM_CLASSES 6"):
+        detection_task.check_num_classes(cfg, "tiny_lvis_task_val")
+
+
+def test_hook_writes_per_stage_scalars(tmp_path):
+    predictors = [TDEFastRCNNOutputLayers(
+        ShapeSpec(channels=4), box2box_transform=Box2BoxTransform((10.0, 10, 5, 5)),
+        num_classes=2, cls_agnostic_bbox_reg=True, mu=0.5, sync_head_direction=False).train()
+        for _ in range(3)]
+    model = torch.nn.ModuleList(predictors)
+    trainer = SimpleNamespace(model=model, iter=0, max_iter=10)
+    cfg = cfg_for(tmp_path)
+    cfg.MODEL.TDE.LOG_PERIOD = 2
+    (hook,) = detection_task.build_hooks(cfg, trainer)
+    assert isinstance(hook, HeadDirectionLogger) and hook.predictors == predictors
+    hook.trainer = trainer
+    g = torch.Generator().manual_seed(0)
+    with EventStorage() as storage:
+        trainer.storage = storage
+        hook.before_train()
+        for it in range(4):
+            storage.iter = trainer.iter = it
+            for k, p in enumerate(predictors):
+                labels = torch.tensor([0, 1, 2]) if k < 2 else torch.tensor([2, 2, 2])
+                p(torch.rand(3, 4, generator=g) + 0.1, labels)
+            hook.after_step()
+        hist = storage.histories()
+    for k in (0, 1):
+        assert hist[f"tde/stage{k}/ema_norm"].latest() > 0
+        assert -1 <= hist[f"tde/stage{k}/direction_cos_prev"].latest() <= 1 + 1e-6
+        assert 0 < hist[f"tde/stage{k}/fg_cos"].latest() <= 1 + 1e-6
+        assert [it for _, it in hist[f"tde/stage{k}/ema_norm"].values()] == [1, 3]
+    # Stage 2 never saw a foreground proposal: zero EMA, no cosines.
+    assert hist["tde/stage2/ema_norm"].latest() == 0
+    assert "tde/stage2/fg_cos" not in hist and "tde/stage2/direction_cos_prev" not in hist
+    cfg.MODEL.TDE.LOG_PERIOD = 0
+    assert detection_task.build_hooks(cfg, trainer) == []

@@ -1,0 +1,147 @@
+"""The de-confounded box predictor of one cascade stage, built from explicit arguments."""
+import math
+
+import pytest
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.structures import Boxes, Instances
+
+from tde_det.modeling.roi_heads import TDEClassLogits, TDEFastRCNNOutputLayers
+from tde_reference import eq7, eq8, eq9
+
+# Known-answer example of the specification (method.md): D = 4, K = 2, classes 0, 1, 2, then
+# background last; eq. 9 with alpha = 1.5, computed by running the authors' code.
+W = torch.tensor([[1, 0, 0.5, 0.5], [0, 2, 1, 0], [0.3, 0.3, 0, 1], [0.5, 0.5, 0.5, 0.5]])
+X = torch.tensor([[1, 2, 3, 0.5], [0.2, 0.1, 0, 4]])
+X_BAR = torch.tensor([2.0, 1, 1, 3])
+EQ9 = torch.tensor([[3.9452880e-06, 7.6909733e-01, 6.0720248e-07, 2.3089814e-01],
+                    [4.8639037e-02, 6.2354815e-01, 2.3000894e-01, 9.7803757e-02]])
+
+
+def make(dim=4, num_classes=3, **kw):
+    args = dict(box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
+                num_classes=num_classes, cls_agnostic_bbox_reg=True, mu=0.9,
+                sync_head_direction=False)
+    args.update(kw)
+    return TDEFastRCNNOutputLayers(ShapeSpec(channels=dim), **args)
+
+
+def proposals_for(n):
+    p = Instances((100, 100))
+    p.proposal_boxes = Boxes(torch.tensor([[10.0, 10, 50, 50]]).repeat(n, 1))
+    return [p]
+
+
+def fixed(predictor):
+    with torch.no_grad():
+        predictor.cls_score.weight.copy_(W)
+        predictor.head_direction.ema.copy_(X_BAR)
+    return predictor.eval()
+
+
+def probs(predictor, x):
+    return predictor.predict_probs(predictor(x), proposals_for(len(x)))[0]
+
+
+def test_known_answer_eq9_and_hand_computed_terms():
+    pred = fixed(make(alpha=1.5))
+    got = probs(pred, X)
+    torch.testing.assert_close(got, EQ9, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got, eq9(eq7(W, X), eq8(W, X, X_BAR, 1.5)), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got.sum(1), torch.ones(2))
+    torch.testing.assert_close(got[:, -1], torch.softmax(eq7(W, X), 1)[:, -1])
+
+
+def test_without_background_exemption_is_softmax_of_eq8():
+    pred = fixed(make(alpha=1.5, background_exempted=False))
+    torch.testing.assert_close(probs(pred, X), torch.softmax(eq8(W, X, X_BAR, 1.5), 1),
+                               rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kw", [dict(alpha=0.0), dict(test_tde=False)])
+def test_tde_off_gives_exactly_the_deconfound_scores(kw):
+    x = torch.randn(7, 4)
+    ref = fixed(make(test_tde=False))
+    expected = torch.softmax(ref.cls_score(x), dim=-1)
+    pred = fixed(make(**kw))
+    scores, _ = pred(x)
+    assert not isinstance(scores, TDEClassLogits)
+    assert torch.equal(probs(pred, x), expected)
+    # Switching alpha off after the forward pass gives the same exact scores too.
+    on = fixed(make(alpha=1.5))
+    predictions = on(x)
+    on.alpha = 0.0
+    assert torch.equal(on.predict_probs(predictions, proposals_for(7))[0], expected)
+
+
+def test_head_direction_ignores_background_proposals():
+    """Foreground is 0 <= label < C, background is C. The official ``label > 0`` mask would
+    drop class 0 and keep background: this test fails with it."""
+    pred = make(dim=4, num_classes=3).train()
+    fg0 = torch.tensor([[1.0, 0, 0, 0], [3.0, 0, 0, 0]])  # class 0
+    bg = torch.tensor([[0.0, 0, 5, 5], [0.0, 0, 7, 7]])  # background (label 3)
+    x = torch.cat([fg0, bg])
+    labels = torch.tensor([0, 0, 3, 3])
+    pred(x, labels)
+    torch.testing.assert_close(pred.head_direction.ema, fg0.mean(0))
+    # Background only: x_bar unchanged (and no NaN).
+    before = pred.head_direction.ema.clone()
+    pred(bg, torch.tensor([3, 3]))
+    assert torch.equal(pred.head_direction.ema, before)
+    # Class 0 only moves it: x_bar <- mu x_bar + mean.
+    pred(fg0, torch.tensor([0, 0]))
+    torch.testing.assert_close(pred.head_direction.ema, 0.9 * before + fg0.mean(0))
+    # Ignored proposals (label -1) do not count either.
+    before = pred.head_direction.ema.clone()
+    pred(bg, torch.tensor([-1, -1]))
+    assert torch.equal(pred.head_direction.ema, before)
+
+
+def test_labels_from_context_and_foreground_cos():
+    pred = make().train()
+    x = torch.tensor([[1.0, 0, 2, 0], [0.0, 1, 0, 1], [5.0, 5, 5, 5]])
+    with pred.proposal_labels(torch.tensor([1, 2, 3])):
+        pred(x)
+    torch.testing.assert_close(pred.head_direction.ema, x[:2].mean(0))
+    d = pred.head_direction.direction().view(2, 2)
+    xh = torch.nn.functional.normalize(x[:2].view(2, 2, 2), dim=-1)
+    torch.testing.assert_close(pred.last_foreground_cos, (xh * d).sum(-1).mean())
+    pred(x[2:], torch.tensor([3]))
+    assert math.isnan(float(pred.last_foreground_cos))
+    with pytest.raises(RuntimeError, match="gt_classes"):
+        pred(x)  # training without labels
+
+
+def test_head_direction_is_a_checkpointed_buffer_and_not_updated_in_eval():
+    pred = make()
+    assert "head_direction.ema" in pred.state_dict()
+    assert "last_foreground_cos" not in pred.state_dict()
+    pred.eval()(torch.randn(3, 4))
+    assert not pred.head_direction.ema.any()
+
+
+def test_nan_head_direction_raises():
+    pred = fixed(make())
+    pred.head_direction.ema[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="head direction"):
+        probs(pred, X)
+    pred.test_tde = False  # without TDE the head direction is not used
+    assert torch.isfinite(probs(pred, X)).all()
+
+
+def test_classifier_kinds_training_logits_and_amp():
+    pred = make(classifier_kind="cosine").train()
+    scores, deltas = pred(X, torch.tensor([0, 3]))
+    assert scores.shape == (2, 4) and deltas.shape == (2, 4)
+    with pytest.raises(ValueError, match="TEST_TDE"):
+        make(classifier_kind="linear")
+    lin = make(classifier_kind="linear", test_tde=False).eval()
+    with torch.no_grad():
+        lin.cls_score.weight.copy_(W)
+    torch.testing.assert_close(lin(X)[0], X @ W.t())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores, _ = fixed(make())(X.bfloat16())
+    assert scores.total.dtype == torch.float32 and scores.bias.dtype == torch.float32
+    with pytest.raises(ValueError, match="ALPHA"):
+        make(alpha=-1.0)
