@@ -148,3 +148,20 @@ def _add_classification_config(cfg: CN) -> None:
     cfg.DATASETS.SPLIT_FILE.TEST = ""
     # C; 0 = one more than the largest label of the TRAIN split.
     cfg.DATASETS.SPLIT_FILE.NUM_CLASSES = 0
+
+    # --- Fashion-MNIST-LT (datasets "fashion_mnist_lt_r{10,50,100}_s{seed}_{train,val,test}") ---
+    cfg.DATASETS.FASHION_MNIST = CN()
+    # Folder of the IDX files ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]); "" =
+    # $DETECTRON2_DATASETS/fashion-mnist if it exists, else /usr/share/datasets/fashion-mnist
+    # (Debian's package dataset-fashion-mnist).
+    cfg.DATASETS.FASHION_MNIST.ROOT = ""
+
+    # --- the small CNN for 28x28 images (backbone "build_small_cnn_backbone") ---
+    cfg.MODEL.SMALL_CNN = CN()
+    # Output channels of each stage (two 3x3 conv + norm + ReLU, then 2x2 max-pool but after
+    # the last stage); the last stage's channels are the feature dimension d of eq. 7.
+    cfg.MODEL.SMALL_CNN.CHANNELS = [32, 64, 128]
+    # Normalisation after each conv ("BN", "GN", "" for none; Detectron2's get_norm).
+    cfg.MODEL.SMALL_CNN.NORM = "BN"
+    # Outputs: "stage1", "stage2", ... (the pooled classifier feature: the last stage).
+    cfg.MODEL.SMALL_CNN.OUT_FEATURES = ["stage3"]

@@ -9,25 +9,10 @@ Same arguments as Detectron2's own ``tools/train_net.py``::
 """
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.utils.logger import setup_logger
+from detectron2.engine import default_argument_parser, launch
 
 import tde_det  # noqa: F401  (registers the heads, meta-architectures, backbones and datasets)
-from tde_det import add_tde_config
-from tde_det.engine import Trainer
-
-
-def setup(args):
-    cfg = get_cfg()
-    add_tde_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
-    # tde-det's own loggers (tables of the evaluators, data checks) print like Detectron2's.
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
-    return cfg
+from tde_det.engine import Trainer, setup
 
 
 def main(args):

@@ -1,3 +1,4 @@
+from .setup import setup
 from .trainer import Trainer, task_for
 
-__all__ = ["Trainer", "task_for"]
+__all__ = ["Trainer", "setup", "task_for"]

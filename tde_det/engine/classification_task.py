@@ -12,6 +12,7 @@ from tde_det.data.classification import (
     build_classification_test_loader,
     build_classification_train_loader,
     register_split_file_datasets_from_config,
+    set_fashion_mnist_root,
 )
 from tde_det.evaluation import ClassificationEvaluator
 from tde_det.layers import HeadDirection
@@ -28,10 +29,12 @@ MU_SCHEDULES = ("constant", "lr")
 
 def _prepare(cfg: CfgNode) -> None:
     """Log tde_det messages like Detectron2's (if nobody set the "tde_det" logger up) and
-    register the user's split-file datasets named in the config."""
+    register the user's split-file datasets named in the config; point Fashion-MNIST-LT at
+    ``DATASETS.FASHION_MNIST.ROOT``."""
     if not logging.getLogger("tde_det").handlers:
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
     register_split_file_datasets_from_config(cfg)
+    set_fashion_mnist_root(cfg.DATASETS.FASHION_MNIST.ROOT)
 
 
 def build_train_loader(cfg: CfgNode):

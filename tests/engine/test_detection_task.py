@@ -87,3 +87,23 @@ def test_hook_writes_per_stage_scalars(tmp_path):
     assert "tde/stage2/fg_cos" not in hist and "tde/stage2/direction_cos_prev" not in hist
     cfg.MODEL.TDE.LOG_PERIOD = 0
     assert detection_task.build_hooks(cfg, trainer) == []
+
+
+def test_repeat_factor_sampler_from_the_config(tiny, tmp_path):
+    cfg = cfg_for(tmp_path)
+    register_lvis_dataset("tiny_lvis_task_train", tiny["train"], tiny["image_root"])
+    cfg.DATASETS.TRAIN = ("tiny_lvis_task_train",)
+    cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+    cfg.DATALOADER.REPEAT_THRESHOLD = 0.5
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (64,), 96
+    loader = detection_task.build_train_loader(cfg)
+    sampler, ds = None, loader.dataset
+    while sampler is None or type(sampler).__name__ == "_InfiniteConstantSampler":
+        sampler, ds = getattr(ds, "sampler", None), ds.dataset
+    assert type(sampler).__name__ == "RepeatFactorTrainingSampler"
+    # Images holding a rare category are repeated (factor > 1), the others are not.
+    assert sampler._int_part.max() >= 1 and (sampler._int_part + sampler._frac_part).max() > 1
+    batch = next(iter(loader))
+    assert len(batch) == 2 and all("instances" in d for d in batch)

@@ -1,4 +1,4 @@
-"""Image-classification data: ImageNet-LT, CIFAR-10/100-LT, image folder + split files.
+"""Image-classification data: ImageNet-LT, CIFAR-10/100-LT, Fashion-MNIST-LT, image folder + split files.
 
 Importing this registers the built-in datasets (see :mod:`.builtin` for the layout under
 ``$DETECTRON2_DATASETS``).
@@ -11,6 +11,13 @@ from .build import (
     register_split_file_datasets_from_config,
 )
 from .cifar import load_cifar, register_cifar_lt
+from .fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    fashion_mnist_lt_splits,
+    load_fashion_mnist,
+    register_fashion_mnist_lt,
+    set_fashion_mnist_root,
+)
 from .long_tailed import (
     SHOT_GROUPS,
     array_dataset_dicts,
@@ -26,7 +33,8 @@ from .split_file import load_split_file, register_split_file_dataset
 from .transforms import CenterCrop, ColorJitter, PadRandomCrop, RandomResizedCrop
 
 __all__ = [
-    "SHOT_GROUPS", "CenterCrop", "ClassificationDatasetMapper", "ColorJitter", "PadRandomCrop",
+    "FASHION_MNIST_CLASSES", "fashion_mnist_lt_splits", "load_fashion_mnist",
+    "register_fashion_mnist_lt", "set_fashion_mnist_root", "SHOT_GROUPS", "CenterCrop", "ClassificationDatasetMapper", "ColorJitter", "PadRandomCrop",
     "RandomResizedCrop", "array_dataset_dicts", "build_classification_augmentation",
     "build_classification_test_loader", "build_classification_train_loader",
     "get_classification_dataset_dicts", "held_out_indices", "load_cifar", "load_split_file",

@@ -7,21 +7,30 @@
       ImageNet_LT/ImageNet_LT_{train,val,test}.txt
       cifar-10-batches-py/                    # CIFAR python pickles
       cifar-100-python/
+      fashion-mnist/                          # optional: the Fashion-MNIST IDX files (else
+                                              # DATASETS.FASHION_MNIST.ROOT, else Debian's folder)
 
 Names: ``imagenet_lt_{train,val,test}``; ``cifar10_lt_r{10,50,100}_{train,val,test}`` and
-``cifar100_lt_r{10,50,100}_{train,val,test}`` (r = imbalance ratio).
+``cifar100_lt_r{10,50,100}_{train,val,test}`` (r = imbalance ratio);
+``fashion_mnist_lt_r{10,50,100}_s{0..9}_{train,val,test}`` (s = seed of the class order and of
+the image draw, see :mod:`.fashion_mnist`).
 """
 import os
 
 from .cifar import register_cifar_lt
+from .fashion_mnist import register_fashion_mnist_lt
 from .split_file import register_split_file_dataset
 
 __all__ = ["CIFAR_LT_RATIOS", "CIFAR_VAL_PER_CLASS", "register_all_imagenet_lt",
-           "register_all_cifar_lt"]
+           "register_all_cifar_lt", "FASHION_MNIST_LT_SEEDS", "FASHION_MNIST_VAL_PER_CLASS",
+           "register_all_fashion_mnist_lt"]
 
 CIFAR_LT_RATIOS = (10, 50, 100)
 # Balanced validation images per class held out from the CIFAR training pool.
 CIFAR_VAL_PER_CLASS = {"cifar10": 50, "cifar100": 10}
+# Fashion-MNIST-LT: registered seeds, and balanced validation images per class (never in train).
+FASHION_MNIST_LT_SEEDS = tuple(range(10))
+FASHION_MNIST_VAL_PER_CLASS = 100
 
 
 def register_all_imagenet_lt(root: str) -> None:
@@ -39,6 +48,14 @@ def register_all_cifar_lt(root: str) -> None:
             register_cifar_lt(f"{kind}_lt_r{ratio}", root, kind, ratio, CIFAR_VAL_PER_CLASS[kind])
 
 
+def register_all_fashion_mnist_lt() -> None:
+    for ratio in CIFAR_LT_RATIOS:
+        for seed in FASHION_MNIST_LT_SEEDS:
+            register_fashion_mnist_lt(f"fashion_mnist_lt_r{ratio}_s{seed}", ratio, seed,
+                                      FASHION_MNIST_VAL_PER_CLASS)
+
+
 _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 register_all_imagenet_lt(_root)
 register_all_cifar_lt(_root)
+register_all_fashion_mnist_lt()

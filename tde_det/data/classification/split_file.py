@@ -17,7 +17,7 @@ def _read_lines(split_file: str, dataset_name: str = ""):
     if not os.path.isfile(split_file):
         who = f" of dataset '{dataset_name}'" if dataset_name else ""
         raise FileNotFoundError(f"split file{who} not found: {split_file} (see "
-                                f"docs/classification.md for the expected layout)")
+                                f"the README, \"Image classification\", for the expected layout)")
     with open(split_file, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             line = line.strip()

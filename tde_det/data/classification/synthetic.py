@@ -8,12 +8,17 @@ writes, under ``--out``:
   pickles with ``--per-class`` training and ``--test-per-class`` test images per class, so that
   ``DETECTRON2_DATASETS=<out>`` serves ``cifar10_lt_r{10,50,100}_*``;
 - ``folder/``: the long-tailed subset (ratio ``--ratio``) as PNG files with
-  ``train.txt`` / ``val.txt`` / ``test.txt`` split files (for ``DATASETS.SPLIT_FILE``).
-Images are 32x32: a class-specific colour and stripe pattern plus noise (learnable).
+  ``train.txt`` / ``val.txt`` / ``test.txt`` split files (for ``DATASETS.SPLIT_FILE``);
+- ``fashion-mnist/``: Fashion-MNIST-format gzipped IDX files (28x28 grey), so that
+  ``DATASETS.FASHION_MNIST.ROOT <out>/fashion-mnist`` stands in for the real data.
+Images are 32x32: a class-specific colour and stripe pattern plus noise (learnable); the grey
+28x28 ones are their centre crops averaged over the colour channels.
 """
 import argparse
+import gzip
 import os
 import pickle
+import struct
 from typing import Tuple
 
 import numpy as np
@@ -21,7 +26,8 @@ from PIL import Image
 
 from .long_tailed import long_tailed_indices
 
-__all__ = ["make_images", "write_cifar_pickles", "write_image_folder", "write_tiny_datasets"]
+__all__ = ["make_images", "write_cifar_pickles", "write_fashion_mnist_idx", "write_idx",
+           "write_image_folder", "write_tiny_datasets"]
 
 
 def make_images(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
@@ -91,6 +97,26 @@ def write_image_folder(root: str, num_classes: int = 10, per_class: int = 60, ra
     return root
 
 
+def write_idx(path: str, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzipped IDX file (the MNIST / Fashion-MNIST format)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def write_fashion_mnist_idx(root: str, per_class: int = 130, test_per_class: int = 10,
+                            seed: int = 0) -> str:
+    """Write Fashion-MNIST-format IDX files (10 classes, 28x28 grey) under ``root``."""
+    os.makedirs(root, exist_ok=True)
+    for prefix, n, s in (("train", per_class, seed), ("t10k", test_per_class, seed + 1)):
+        labels = _labels(n, 10, s)
+        grey = make_images(labels, 10, s)[:, 2:30, 2:30].mean(axis=3).round().astype(np.uint8)
+        write_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte.gz"), grey)
+        write_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz"), labels)
+    return root
+
+
 def write_tiny_datasets(out: str, per_class: int = 60, test_per_class: int = 10,
                         ratio: float = 10, cifar100: bool = False) -> None:
     write_cifar_pickles(out, "cifar10", per_class, test_per_class)
@@ -98,6 +124,7 @@ def write_tiny_datasets(out: str, per_class: int = 60, test_per_class: int = 10,
         write_cifar_pickles(out, "cifar100", per_class, test_per_class)
     write_image_folder(os.path.join(out, "folder"), 10, per_class, ratio,
                        test_per_class=test_per_class)
+    write_fashion_mnist_idx(os.path.join(out, "fashion-mnist"), per_class + 100, test_per_class)
 
 
 def main(argv=None):

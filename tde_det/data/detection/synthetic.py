@@ -1,4 +1,6 @@
-"""A tiny generated LVIS-format dataset (for tests and for trying the workflow offline).
+"""A tiny generated LVIS-format dataset (for tests and for trying the workflow offline)::
+
+    python -m tde_det.data.detection.synthetic --out datasets/tiny_lvis
 
 Images of 64-128 px with filled shapes (one colour and shape per category), polygon masks,
 long-tailed category counts with r/c/f frequency labels, non-contiguous category ids, and the
@@ -12,7 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["TINY_CATEGORIES", "write_tiny_lvis"]
+__all__ = ["TINY_CATEGORIES", "main", "write_tiny_lvis"]
 
 # (id, name, frequency, relative weight): ids are deliberately not 1..C.
 TINY_CATEGORIES = (
@@ -110,3 +112,20 @@ def write_tiny_lvis(root: str, num_train: int = 24, num_val: int = 8, seed: int 
         with open(paths[split], "w") as f:
             json.dump(data, f)
     return paths
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Write a tiny LVIS-format dataset (images + json).")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--num-train", type=int, default=24)
+    p.add_argument("--num-val", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    paths = write_tiny_lvis(a.out, a.num_train, a.num_val, a.seed)
+    print(f"wrote {paths['train']}, {paths['val']} and images in {paths['image_root']}")
+
+
+if __name__ == "__main__":
+    main()

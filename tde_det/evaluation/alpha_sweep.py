@@ -1,0 +1,134 @@
+"""Alpha sweep for image classification from one inference pass.
+
+Eq. 8 is linear in alpha before the softmax: TDE(alpha) = z - alpha * B, with z the eq. 7
+logits and B the alpha-free TDE term (``tde_det.layers.tde_bias_logits``). One pass over a
+split caches z and B per image; every alpha is then scored from the cache with the same metric
+code as :class:`~tde_det.evaluation.ClassificationEvaluator`, so a row equals what
+``--eval-only MODEL.TDE.ALPHA <alpha>`` reports.
+"""
+import math
+from dataclasses import dataclass
+from numbers import Real
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.utils import comm
+
+from tde_det.data.classification import shot_groups, train_class_counts
+from tde_det.layers import tde_bias_logits
+
+from .classification_evaluation import accuracy_metrics
+
+__all__ = ["ClassificationCache", "best_alpha", "check_alphas", "collect_classification_cache",
+           "sweep_classification", "sweep_classification_dataset"]
+
+
+@dataclass
+class ClassificationCache:
+    """What one inference pass over a split yields.
+
+    ``total``: [N, C] eq. 7 logits; ``bias``: [N, C] the alpha-free term B of eq. 8 (zeros for a
+    linear classifier), so that TDE(alpha) = total - alpha * bias; ``labels``: [N] int64.
+    """
+
+    total: torch.Tensor
+    bias: torch.Tensor
+    labels: torch.Tensor
+
+    def logits(self, alpha: float) -> torch.Tensor:
+        """Eq. 8 logits for ``alpha`` (eq. 7 for alpha = 0)."""
+        return self.total if alpha == 0 else self.total - float(alpha) * self.bias
+
+
+def check_alphas(alphas: Iterable[float]) -> List[float]:
+    """The alphas as floats; a clear error for an empty list or a negative / non-finite one."""
+    out = []
+    for a in alphas:
+        if isinstance(a, bool) or not isinstance(a, Real) or not 0 <= a < math.inf:
+            raise ValueError(f"every alpha must be a finite number >= 0 (eq. 8), got {a!r}")
+        out.append(float(a))
+    if not out:
+        raise ValueError("no alpha to sweep: give at least one (e.g. --alphas 0 0.5 1 1.5 2 3)")
+    return out
+
+
+@torch.no_grad()
+def collect_classification_cache(model, data_loader) -> ClassificationCache:
+    """Run ``model`` (a ``TDEImageClassifier``) once over ``data_loader`` and cache eq. 7 logits
+    and the TDE term B of every image, gathered from all processes (every rank gets the whole
+    split)."""
+    was_training = model.training
+    model.eval()
+    totals, biases, labels = [], [], []
+    try:
+        for batch in data_loader:
+            x = model.extract_features(model.preprocess_image(batch))
+            total = model.classifier(x).float()
+            if model.classifier.kind == "linear":
+                bias = torch.zeros_like(total)
+            else:
+                bias = tde_bias_logits(model.classifier, x,
+                                       model.head_direction.direction()).float()
+            totals.append(total.cpu())
+            biases.append(bias.cpu())
+            labels.append(torch.as_tensor([int(d["label"]) for d in batch], dtype=torch.long))
+    finally:
+        model.train(was_training)
+    parts = comm.all_gather((totals, biases, labels))
+    if not any(p[2] for p in parts):
+        raise ValueError("the data loader yielded no image: nothing to sweep")
+    total, bias, label = ([t for p in parts for t in p[i]] for i in range(3))
+    return ClassificationCache(total=torch.cat(total), bias=torch.cat(bias),
+                               labels=torch.cat(label))
+
+
+def sweep_classification(cache: ClassificationCache, alphas: Sequence[float],
+                         train_counts: Sequence[int], many_threshold: int, few_threshold: int,
+                         topk: int = 5) -> List[Dict]:
+    """One row per alpha: ``{"alpha", "top1", "top<k>", "many", "medium", "few"}`` (percent),
+    as ``ClassificationEvaluator`` computes them from the eq. 8 logits with that alpha."""
+    alphas = check_alphas(alphas)
+    num_classes = cache.total.shape[1]
+    if len(train_counts) != num_classes:
+        raise ValueError(f"{len(train_counts)} train counts for {num_classes} classes")
+    groups = shot_groups(train_counts, many_threshold, few_threshold)
+    k = min(topk, num_classes)
+    labels = cache.labels.numpy()
+    rows = []
+    for alpha in alphas:
+        preds = cache.logits(alpha).topk(k).indices.numpy()
+        m = accuracy_metrics(labels, preds, groups, num_classes)
+        per_class = m.pop("per_class")
+        row = {"alpha": alpha}
+        row.update({key: float(v) for key, v in m.items()})
+        row["per_class"] = [float(v) for v in per_class]
+        rows.append(row)
+    return rows
+
+
+def best_alpha(rows: Sequence[Dict], metric: str = "top1") -> Dict:
+    """The row with the highest ``metric`` (ties: the smallest alpha; NaN never wins)."""
+    if not rows:
+        raise ValueError("no sweep rows")
+    if metric not in rows[0]:
+        raise ValueError(f"unknown metric {metric!r}; available: "
+                         f"{sorted(k for k in rows[0] if k not in ('alpha', 'per_class'))}")
+    valid = [r for r in rows if r[metric] == r[metric]]
+    if not valid:
+        raise ValueError(f"metric {metric!r} is NaN for every alpha")
+    return max(sorted(valid, key=lambda r: r["alpha"]), key=lambda r: r[metric])
+
+
+def sweep_classification_dataset(cfg, model, dataset_name: str, alphas: Sequence[float],
+                                 data_loader=None) -> Tuple[List[Dict], ClassificationCache]:
+    """Sweep ``alphas`` on a registered split with the config's loader, groups and top-k."""
+    if data_loader is None:
+        from tde_det.engine.trainer import Trainer  # the engine imports this package
+
+        data_loader = Trainer.build_test_loader(cfg, dataset_name)
+    cache = collect_classification_cache(model, data_loader)
+    c = cfg.TEST.CLASSIFICATION
+    rows = sweep_classification(cache, alphas, train_class_counts(dataset_name),
+                                c.MANY_THRESHOLD, c.FEW_THRESHOLD, c.TOPK)
+    return rows, cache

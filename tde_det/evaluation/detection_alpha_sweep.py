@@ -1,0 +1,105 @@
+"""Alpha sweep for the TDE cascade detector from one inference pass per image.
+
+The backbone, the proposals and the box features of every cascade stage run once. Each stage's
+box predictor returns the eq. 7 logits z and the alpha-free TDE term B (``TDEClassLogits``), and
+eq. 8 is linear in alpha before the softmax (TDE = z - alpha * B), so every alpha is scored from
+these cached per-stage tensors: per-stage probabilities with that alpha (the predictor's own
+``predict_probs``: eq. 9, softmax of eq. 8, or softmax of eq. 7 for alpha = 0), the cascade
+average, Detectron2's ``fast_rcnn_inference`` on the last stage's boxes (box regression does not
+depend on alpha), then the mask head on that alpha's detections and one evaluator per alpha.
+Each alpha's results equal those of ``--eval-only MODEL.TDE.ALPHA <alpha>``.
+"""
+from contextlib import contextmanager
+from typing import Callable, Dict, List, Sequence
+
+import torch
+from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
+
+from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEClassLogits
+
+from .alpha_sweep import check_alphas
+
+__all__ = ["DetectionAlphaSweep"]
+
+
+@contextmanager
+def _recording_stages(roi_heads: TDECascadeROIHeads, record: List):
+    """Within the block, every stage predictor's ``predict_probs`` also appends
+    (predictor, predictions, proposals) to ``record``; TDE is forced on (alpha > 0) so that the
+    predictions carry the TDE term."""
+    saved = [(p, p.test_tde, p.alpha) for p in roi_heads.box_predictor]
+    for p in roi_heads.box_predictor:
+        def recording(predictions, proposals, _p=p, _orig=p.predict_probs):
+            record.append((_p, predictions, proposals))
+            return _orig(predictions, proposals)
+
+        p.predict_probs = recording
+        p.test_tde, p.alpha = True, 1.0
+    try:
+        yield record
+    finally:
+        for p, test_tde, alpha in saved:
+            del p.predict_probs  # back to the class's method
+            p.test_tde, p.alpha = test_tde, alpha
+
+
+class DetectionAlphaSweep:
+    """Score several alphas of a ``GeneralizedRCNN`` with ``TDECascadeROIHeads``.
+
+    ``process(batched_inputs)`` runs the network once and feeds one evaluator per alpha;
+    ``evaluate()`` returns ``{alpha: evaluator results}``.
+    """
+
+    def __init__(self, model: GeneralizedRCNN, alphas: Sequence[float],
+                 make_evaluator: Callable[[float], object]):
+        roi_heads = getattr(model, "roi_heads", None)
+        if not isinstance(roi_heads, TDECascadeROIHeads):
+            raise ValueError("the alpha sweep needs MODEL.ROI_HEADS.NAME TDECascadeROIHeads, got "
+                             f"{type(roi_heads).__name__}")
+        kinds = {p.cls_score.kind for p in roi_heads.box_predictor}
+        if "linear" in kinds:
+            raise ValueError("TDE (eq. 8) is not defined for MODEL.TDE.CLASSIFIER 'linear': "
+                             "there is no alpha to sweep")
+        self.model = model
+        self.alphas = check_alphas(alphas)
+        self.evaluators = {a: make_evaluator(a) for a in self.alphas}
+        for ev in self.evaluators.values():
+            ev.reset()
+
+    @torch.no_grad()
+    def process(self, batched_inputs: List[Dict]) -> None:
+        model, heads = self.model, self.model.roi_heads
+        images = model.preprocess_image(batched_inputs)
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, None)
+        stages: List = []
+        with _recording_stages(heads, stages):
+            heads._forward_box(features, proposals)  # Detectron2's cascade, once
+        stages = stages[-heads.num_cascade_stages:]
+        last, last_predictions, last_proposals = stages[-1]
+        boxes = last.predict_boxes(last_predictions, last_proposals)
+        image_sizes = [p.image_size for p in last_proposals]
+        saved = [(p, p.test_tde, p.alpha) for p, _, _ in stages]
+        try:
+            for alpha in self.alphas:
+                per_stage = []
+                for p, predictions, props in stages:
+                    if not isinstance(predictions[0], TDEClassLogits):
+                        raise RuntimeError("a stage returned no TDE term in the sweep pass")
+                    p.test_tde, p.alpha = True, alpha
+                    per_stage.append(p.predict_probs(predictions, props))
+                scores = [sum(s) * (1.0 / len(stages)) for s in zip(*per_stage)]
+                instances, _ = fast_rcnn_inference(boxes, scores, image_sizes,
+                                                   last.test_score_thresh, last.test_nms_thresh,
+                                                   last.test_topk_per_image)
+                instances = heads.forward_with_given_boxes(features, instances)
+                outputs = GeneralizedRCNN._postprocess(instances, batched_inputs,
+                                                       images.image_sizes)
+                self.evaluators[alpha].process(batched_inputs, outputs)
+        finally:
+            for p, test_tde, alpha in saved:
+                p.test_tde, p.alpha = test_tde, alpha
+
+    def evaluate(self) -> Dict[float, Dict]:
+        return {a: ev.evaluate() for a, ev in self.evaluators.items()}

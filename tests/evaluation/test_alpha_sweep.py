@@ -1,0 +1,104 @@
+"""The one-pass alpha sweep for classification equals eval-only with each alpha."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+
+import tde_det  # noqa: F401  (registration)
+from tde_det import add_tde_config
+from tde_det.data.classification import register_fashion_mnist_lt
+from tde_det.data.classification.synthetic import write_fashion_mnist_idx
+from tde_det.engine import Trainer
+from tde_det.evaluation.alpha_sweep import (
+    ClassificationCache,
+    best_alpha,
+    check_alphas,
+    collect_classification_cache,
+    sweep_classification,
+    sweep_classification_dataset,
+)
+from tde_det.layers import NormalizedClassifier, tde_logits
+
+
+@pytest.mark.parametrize("kind", ["cosine", "capsule", "deconfound"])
+def test_cached_terms_give_eq8(kind):
+    torch.manual_seed(0)
+    clf = NormalizedClassifier(8, 5, kind=kind, num_heads=2, tau=16, gamma=1 / 32)
+    x, x_bar = torch.rand(6, 8), torch.rand(8)
+    cache = ClassificationCache(clf(x), None, torch.zeros(6, dtype=torch.long))
+    from tde_det.layers import tde_bias_logits
+
+    cache.bias = tde_bias_logits(clf, x, x_bar)
+    for alpha in (0.0, 0.7, 3.0):
+        torch.testing.assert_close(cache.logits(alpha), tde_logits(clf, x, x_bar, alpha),
+                                   rtol=0, atol=1e-5)
+
+
+def test_rows_best_alpha_and_bad_alphas():
+    # Two classes; image 0 (label 0) is won by class 0 only for alpha < 1.
+    cache = ClassificationCache(total=torch.tensor([[2.0, 1.0], [0.0, 1.0]]),
+                                bias=torch.tensor([[2.0, 0.0], [0.0, 0.0]]),
+                                labels=torch.tensor([0, 1]))
+    rows = sweep_classification(cache, [0, 0.25, 1.5], train_counts=[50, 5], many_threshold=10,
+                                few_threshold=10, topk=1)
+    assert [r["top1"] for r in rows] == [100.0, 100.0, 50.0]
+    assert [r["many"] for r in rows] == [100.0, 100.0, 0.0] and rows[2]["few"] == 100.0
+    assert rows[2]["per_class"] == [0.0, 100.0]
+    assert best_alpha(rows)["alpha"] == 0.0  # ties -> the smallest alpha
+    assert best_alpha(rows, "few")["alpha"] == 0.0
+    with pytest.raises(ValueError, match="unknown metric"):
+        best_alpha(rows, "AP")
+    for bad in ([], [-1.0], [math.inf], [float("nan")]):
+        with pytest.raises(ValueError):
+            check_alphas(bad)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = write_fashion_mnist_idx(str(tmp_path_factory.mktemp("fm")), per_class=40,
+                                   test_per_class=12)
+    register_fashion_mnist_lt("sweep_fm_r10", 10, seed=0, val_per_class=8, root=root)
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file("configs/fashion_mnist_lt_r10_deconfound.yaml")
+    cfg.DATASETS.TRAIN = ("sweep_fm_r10_train",)
+    cfg.DATASETS.TEST = ("sweep_fm_r10_test",)
+    cfg.MODEL.SMALL_CNN.CHANNELS = [4, 8, 8]
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.IMS_PER_BATCH = 6, 1, 32
+    cfg.TEST.CLASSIFICATION.MANY_THRESHOLD, cfg.TEST.CLASSIFICATION.FEW_THRESHOLD = 20, 8
+    cfg.TEST.CLASSIFICATION.IMS_PER_BATCH = 16
+    cfg.OUTPUT_DIR = str(tmp_path_factory.mktemp("out"))
+    trainer = Trainer(cfg)
+    trainer.train()
+    return cfg, trainer.model
+
+
+def test_each_row_equals_eval_only_with_that_alpha(trained):
+    cfg, model = trained
+    alphas = [0.0, 0.5, 1.5, 3.0]
+    rows, cache = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", alphas)
+    assert len(cache.labels) == 120 and torch.isfinite(cache.total).all()
+    distinct = {tuple(r["per_class"]) for r in rows}
+    assert len(distinct) > 1  # alpha changes the predictions, so the comparison can fail
+    for row in rows:
+        c = cfg.clone()
+        c.defrost()
+        c.MODEL.TDE.ALPHA = row["alpha"]
+        model.alpha = row["alpha"]
+        result = Trainer.test(c, model)["classification"]
+        for key in ("top1", "top2", "many", "medium", "few"):
+            assert row[key] == pytest.approx(result[key], abs=1e-9, nan_ok=True), (row, key)
+
+
+def test_the_network_runs_once(trained, monkeypatch):
+    cfg, model = trained
+    calls = []
+    original = model.backbone.forward
+    monkeypatch.setattr(model.backbone, "forward", lambda x: calls.append(len(x)) or original(x))
+    loader = Trainer.build_test_loader(cfg, "sweep_fm_r10_test")
+    cache = collect_classification_cache(model, loader)
+    rows = sweep_classification(cache, np.linspace(0, 3, 31).tolist(), [40] * 10, 20, 8, 2)
+    assert sum(calls) == 120 and len(rows) == 31

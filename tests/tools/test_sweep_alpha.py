@@ -1,0 +1,107 @@
+"""tools/sweep_alpha.py: one inference pass, and every alpha equals eval-only with that alpha."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+
+from tde_det import add_tde_config
+from tde_det.data.classification.synthetic import write_cifar_pickles
+from tde_det.data.detection.synthetic import write_tiny_lvis
+from tde_det.engine import Trainer
+from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ALPHAS = [0.0, 0.5, 1.5]
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep_lvis")
+    paths = write_tiny_lvis(str(root / "data"), num_train=6, num_val=4, seed=3)
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
+    cfg.DATASETS.LVIS_CUSTOM.NAMES = ("sweep_lvis_train", "sweep_lvis_val")
+    cfg.DATASETS.LVIS_CUSTOM.JSON_FILES = (paths["train"], paths["val"])
+    cfg.DATASETS.LVIS_CUSTOM.IMAGE_ROOTS = (paths["image_root"],) * 2
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("sweep_lvis_train",), ()
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS = 6, 1
+    cfg.OUTPUT_DIR = str(root / "out")
+    torch.manual_seed(0)
+    trainer = Trainer(cfg)
+    trainer.train()
+    return cfg, trainer.model.eval()
+
+
+def test_detection_sweep_equals_eval_only_and_runs_the_network_once(detector, tmp_path):
+    cfg, model = detector
+    calls = []
+    original = model.backbone.forward
+    model.backbone.forward = lambda x: calls.append(len(x)) or original(x)
+    try:
+        sweep = DetectionAlphaSweep(model, ALPHAS, lambda a: Trainer.build_evaluator(
+            cfg, "sweep_lvis_val", str(tmp_path / f"sweep_{a}")))
+        for batch in Trainer.build_test_loader(cfg, "sweep_lvis_val"):
+            sweep.process(batch)
+    finally:
+        del model.backbone.forward
+    assert sum(calls) == 4  # 4 validation images, one backbone pass each for all alphas
+    swept = sweep.evaluate()
+    predictors = model.roi_heads.box_predictor
+    for alpha in ALPHAS:
+        for p in predictors:
+            p.alpha = alpha
+        c = cfg.clone()
+        c.defrost()
+        c.OUTPUT_DIR, c.DATASETS.TEST = str(tmp_path / f"eval_{alpha}"), ("sweep_lvis_val",)
+        assert swept[alpha] == Trainer.test(c, model), alpha
+        detections = json.load(open(tmp_path / f"sweep_{alpha}" / "lvis_instances_results.json"))
+        again = json.load(open(tmp_path / f"eval_{alpha}" / "inference"
+                               / "lvis_instances_results.json"))
+        assert detections == again and len(detections) > 0
+    for p in predictors:
+        p.alpha = 1.5
+    scores = {a: [d["score"] for d in json.load(open(tmp_path / f"sweep_{a}" /
+                                                     "lvis_instances_results.json"))]
+              for a in ALPHAS}
+    assert scores[0.0] != scores[1.5]  # alpha matters, so the equality above could fail
+
+
+def test_bad_sweeps_are_refused(detector):
+    _, model = detector
+    with pytest.raises(ValueError, match="alpha"):
+        DetectionAlphaSweep(model, [-1.0], lambda a: None)
+    with pytest.raises(ValueError, match="no alpha"):
+        DetectionAlphaSweep(model, [], lambda a: None)
+
+
+def test_cli_on_a_classifier_writes_table_files_and_best_alpha(tmp_path):
+    write_cifar_pickles(str(tmp_path / "data"), "cifar10", per_class=60, test_per_class=6)
+    common = ["--config-file", os.path.join(REPO, "configs", "cifar10_lt_r10_tde.yaml"),
+              "MODEL.DEVICE", "cpu", "MODEL.CIFAR_RESNET.DEPTH", "8", "SOLVER.IMS_PER_BATCH",
+              "16", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
+              "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()",
+              "TEST.CLASSIFICATION.MANY_THRESHOLD", "40", "TEST.CLASSIFICATION.FEW_THRESHOLD",
+              "15", "OUTPUT_DIR", str(tmp_path / "out")]
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="1")
+    run = lambda tool, *a: subprocess.run(  # noqa: E731
+        [sys.executable, os.path.join(REPO, "tools", tool), *a], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=300)
+    train = run("train_net.py", *common)
+    assert train.returncode == 0, train.stderr[-3000:]
+    proc = run("sweep_alpha.py", *common, "MODEL.WEIGHTS", str(tmp_path / "out" /
+                                                               "model_final.pth"),
+               "--dataset", "cifar10_lt_r10_test", "--alphas", "0", "1", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "best alpha on cifar10_lt_r10_test by top1" in proc.stdout
+    assert "MODEL.TDE.ALPHA" in proc.stdout
+    out = tmp_path / "out" / "alpha_sweep" / "cifar10_lt_r10_test"
+    rows = json.loads((out / "alpha_sweep.json").read_text())
+    assert [r["alpha"] for r in rows] == [0.0, 1.0, 2.0]
+    header = (out / "alpha_sweep.csv").read_text().splitlines()[0].split(",")
+    assert {"alpha", "top1", "many", "medium", "few"} <= set(header)
+    assert (out / "alpha_sweep.png").stat().st_size > 1000

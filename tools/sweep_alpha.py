@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Score many alphas of TDE (eq. 8) from ONE inference pass, and pick the best one.
+
+    python tools/sweep_alpha.py --config-file configs/lvis_cascade_tde.yaml \
+        --alphas 0 0.5 1 1.5 2 3 MODEL.WEIGHTS model_final.pth
+    python tools/sweep_alpha.py --config-file configs/cifar10_lt_r100_tde.yaml \
+        --dataset cifar10_lt_r100_val --alphas 0 0.25 0.5 1 1.5 2 MODEL.WEIGHTS model_final.pth
+
+Detection: AP, APr, APc, APf (segm and bbox) per alpha; classification: many / medium / few /
+overall top-1 per alpha. Every alpha's numbers equal those of ``tools/train_net.py --eval-only
+MODEL.TDE.ALPHA <alpha>``. Writes ``alpha_sweep.csv``, ``alpha_sweep.json`` and
+``alpha_sweep.png`` (metric vs alpha, like the paper's Fig. 4) to --output, and prints the best
+alpha on the evaluated split as a ready-to-paste override.
+"""
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from typing import Dict, List
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser
+
+import tde_det  # noqa: F401  (registration)
+from tde_det.engine import Trainer, setup, task_for
+from tde_det.engine import classification_task
+from tde_det.evaluation.alpha_sweep import best_alpha, check_alphas, sweep_classification_dataset
+from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep
+
+logger = logging.getLogger("tde_det.sweep_alpha")
+DETECTION_COLUMNS = [f"{t}/{m}" for t in ("segm", "bbox") for m in ("AP", "APr", "APc", "APf")]
+CLASSIFICATION_COLUMNS = ["many", "medium", "few", "top1"]
+
+
+def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str) -> List[Dict]:
+    sweep = DetectionAlphaSweep(model, alphas, lambda a: Trainer.build_evaluator(
+        cfg, dataset, os.path.join(output, f"alpha_{a:g}")))
+    for batch in Trainer.build_test_loader(cfg, dataset):
+        sweep.process(batch)
+    rows = []
+    for alpha, results in sweep.evaluate().items():
+        row = {"alpha": alpha}
+        for task, metrics in (results or {}).items():
+            row.update({f"{task}/{k}": float(v) for k, v in metrics.items()})
+        rows.append(row)
+    return rows
+
+
+def write_outputs(rows: List[Dict], columns: List[str], output: str, title: str) -> None:
+    os.makedirs(output, exist_ok=True)
+    keys = ["alpha"] + sorted({k for r in rows for k in r if k not in ("alpha", "per_class")})
+    with open(os.path.join(output, "alpha_sweep.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(output, "alpha_sweep.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    alphas = [r["alpha"] for r in rows]
+    for col in columns:
+        if all(col in r for r in rows):
+            ax.plot(alphas, [r[col] for r in rows], marker="o", ms=3, label=col)
+    ax.set_xlabel("alpha (eq. 8)")
+    ax.set_ylabel("%")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(output, "alpha_sweep.png"), dpi=90)
+    plt.close(fig)
+
+
+def print_table(rows: List[Dict], columns: List[str]) -> None:
+    present = [c for c in columns if any(c in r for r in rows)]
+    lines = ["| alpha | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['alpha']:g} | " + " | ".join(
+            f"{r[c]:.2f}" if c in r else "" for c in present) + " |")
+    print("\n".join(lines))
+
+
+def main(args) -> Dict:
+    cfg = setup(args)
+    alphas = check_alphas(args.alphas)
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
+    model.eval()
+    classification = task_for(cfg) is classification_task
+    datasets = [args.dataset] if args.dataset else list(cfg.DATASETS.TEST)
+    if not datasets:
+        raise ValueError("no dataset to sweep on: give --dataset or DATASETS.TEST")
+    metric = args.metric or ("top1" if classification else "segm/AP" if cfg.MODEL.MASK_ON
+                             else "bbox/AP")
+    report = {}
+    for dataset in datasets:
+        output = os.path.join(args.output or os.path.join(cfg.OUTPUT_DIR, "alpha_sweep"), dataset)
+        start = time.perf_counter()
+        if classification:
+            rows, _ = sweep_classification_dataset(cfg, model, dataset, alphas)
+            columns = CLASSIFICATION_COLUMNS
+        else:
+            rows = sweep_detection(cfg, model, dataset, alphas, output)
+            columns = DETECTION_COLUMNS
+        seconds = time.perf_counter() - start
+        if not comm.is_main_process():
+            continue
+        write_outputs(rows, columns, output, f"{dataset}: one pass, {len(alphas)} alphas")
+        best = best_alpha(rows, metric)
+        print(f"\nalpha sweep on {dataset} ({len(alphas)} alphas, {seconds:.1f} s):")
+        print_table(rows, columns)
+        print(f"best alpha on {dataset} by {metric}: {best['alpha']:g} ({best[metric]:.2f}); "
+              f"to use it: MODEL.TDE.ALPHA {best['alpha']:g}")
+        print(f"wrote {output}/alpha_sweep.{{csv,json,png}}")
+        report[dataset] = {"rows": rows, "best": best, "seconds": seconds}
+    return report
+
+
+DEFAULT_ALPHAS = [0, 0.5, 1, 1.5, 2, 2.5, 3]
+
+
+def _pop_alphas(argv: List[str]) -> List[float]:
+    """Take ``--alphas a b c ...`` out of ``argv`` wherever it is (also after the trailing
+    KEY VALUE overrides, which Detectron2's parser would otherwise swallow)."""
+    if "--alphas" not in argv:
+        return list(DEFAULT_ALPHAS)
+    i = argv.index("--alphas")
+    j = i + 1
+    while j < len(argv) and not argv[j].startswith("--"):
+        try:
+            float(argv[j])
+        except ValueError:
+            break
+        j += 1
+    values = [float(v) for v in argv[i + 1:j]]
+    del argv[i:j]
+    if not values:
+        raise SystemExit("--alphas needs at least one number, e.g. --alphas 0 0.5 1 1.5 2 3")
+    return values
+
+
+def _pop_option(argv: List[str], name: str) -> List[str]:
+    """Move ``name VALUE`` to the front of ``argv`` (so it may follow the overrides too)."""
+    if name in argv:
+        i = argv.index(name)
+        if i + 1 >= len(argv):
+            raise SystemExit(f"{name} needs a value")
+        value = argv[i + 1]
+        del argv[i:i + 2]
+        argv[:0] = [name, value]
+    return argv
+
+
+def parse_args(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    alphas = _pop_alphas(argv)
+    for name in ("--dataset", "--metric", "--output"):
+        argv = _pop_option(argv, name)
+    parser = default_argument_parser()
+    parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
+                        help="alphas of eq. 8 to score (may also follow the KEY VALUE overrides)")
+    parser.add_argument("--dataset", default="", help="registered split (default: DATASETS.TEST)")
+    parser.add_argument("--metric", default="", help="column that picks the best alpha "
+                        "(default: segm/AP or bbox/AP for detection, top1 for classification)")
+    parser.add_argument("--output", default="", help="folder (default: OUTPUT_DIR/alpha_sweep)")
+    args = parser.parse_args(argv)
+    args.alphas = alphas
+    return args
+
+
+if __name__ == "__main__":
+    main(parse_args())
