@@ -141,9 +141,10 @@ def tde_bias(x: Tensor, w: Tensor, head_direction: Tensor, kind: str, num_heads:
                          "deconfound); got kind 'linear'")
     d_hat = split_heads(unit_heads(head_direction.to(x.dtype), num_heads), num_heads)  # [K, h]
     fx = split_heads(normalize_features(x, kind, num_heads, eps), num_heads)  # [N, K, h]
-    proj = ((fx * d_hat).sum(-1, keepdim=True) * d_hat).reshape(x.shape)
-    fw = normalize_weights(w, kind, num_heads, gamma, eps)
-    return (tau / num_heads) * (proj @ fw.t())
+    fw = split_heads(normalize_weights(w, kind, num_heads, gamma, eps), num_heads)  # [C, K, h]
+    # B = (tau/K) * sum_k (phi(x^k)^T d_hat^k) (w_hat_i^k^T d_hat^k): an [N, K] x [K, C] product
+    # instead of projecting every feature and multiplying by the [C, d] weights again.
+    return (tau / num_heads) * ((fx * d_hat).sum(-1) @ (fw * d_hat).sum(-1).t())
 
 
 def _raw_head_direction(classifier: "NormalizedClassifier",

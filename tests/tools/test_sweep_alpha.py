@@ -6,11 +6,8 @@ import sys
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 
-from tde_det import add_tde_config
 from tde_det.data.classification.synthetic import write_cifar_pickles
-from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import Trainer
 from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep
 
@@ -18,34 +15,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ALPHAS = [0.0, 0.5, 1.5]
 
 
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep_lvis")
-    paths = write_tiny_lvis(str(root / "data"), num_train=6, num_val=4, seed=3)
-    cfg = get_cfg()
-    add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
-    cfg.DATASETS.LVIS_CUSTOM.NAMES = ("sweep_lvis_train", "sweep_lvis_val")
-    cfg.DATASETS.LVIS_CUSTOM.JSON_FILES = (paths["train"], paths["val"])
-    cfg.DATASETS.LVIS_CUSTOM.IMAGE_ROOTS = (paths["image_root"],) * 2
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("sweep_lvis_train",), ()
-    cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS = 6, 1
-    cfg.OUTPUT_DIR = str(root / "out")
-    torch.manual_seed(0)
-    trainer = Trainer(cfg)
-    trainer.train()
-    return cfg, trainer.model.eval()
-
-
-def test_detection_sweep_equals_eval_only_and_runs_the_network_once(detector, tmp_path):
-    cfg, model = detector
+def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detector, tmp_path):
+    cfg, model = tiny_detector[:2]
     calls = []
     original = model.backbone.forward
     model.backbone.forward = lambda x: calls.append(len(x)) or original(x)
     try:
         sweep = DetectionAlphaSweep(model, ALPHAS, lambda a: Trainer.build_evaluator(
-            cfg, "sweep_lvis_val", str(tmp_path / f"sweep_{a}")))
-        for batch in Trainer.build_test_loader(cfg, "sweep_lvis_val"):
+            cfg, "tools_lvis_val", str(tmp_path / f"sweep_{a}")))
+        for batch in Trainer.build_test_loader(cfg, "tools_lvis_val"):
             sweep.process(batch)
     finally:
         del model.backbone.forward
@@ -57,7 +35,7 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(detector, tm
             p.alpha = alpha
         c = cfg.clone()
         c.defrost()
-        c.OUTPUT_DIR, c.DATASETS.TEST = str(tmp_path / f"eval_{alpha}"), ("sweep_lvis_val",)
+        c.OUTPUT_DIR, c.DATASETS.TEST = str(tmp_path / f"eval_{alpha}"), ("tools_lvis_val",)
         assert swept[alpha] == Trainer.test(c, model), alpha
         detections = json.load(open(tmp_path / f"sweep_{alpha}" / "lvis_instances_results.json"))
         again = json.load(open(tmp_path / f"eval_{alpha}" / "inference"
@@ -71,8 +49,8 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(detector, tm
     assert scores[0.0] != scores[1.5]  # alpha matters, so the equality above could fail
 
 
-def test_bad_sweeps_are_refused(detector):
-    _, model = detector
+def test_bad_sweeps_are_refused(tiny_detector):
+    model = tiny_detector[1]
     with pytest.raises(ValueError, match="alpha"):
         DetectionAlphaSweep(model, [-1.0], lambda a: None)
     with pytest.raises(ValueError, match="no alpha"):

@@ -1,0 +1,20 @@
+"""tools/benchmark_heads.py --quick runs and prints the three ratio lines (timings are never
+asserted: they belong to the benchmark, not to a unit test)."""
+import os
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_quick_run_prints_ratios():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_heads.py"),
+                           "--quick", "--repeats", "1", "--device", "cpu"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for measure in ("inference per image (s)", "training step (s)", "peak memory (MiB)"):
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(f"| {measure}"))
+        assert re.search(r"\| \d+\.\d+x \| <= 1\.0[23]x (ok|MISSED) \|$", line), line
+    assert "50 / 50 detections" in proc.stdout  # both heads send the same boxes to the mask head

@@ -1,0 +1,75 @@
+"""tools/diagnose.py and the per-class diagnostics it is built on."""
+import csv
+import importlib.util
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+
+from conftest import REPO
+from tde_det import add_tde_config
+from tde_det.data.classification import register_fashion_mnist_lt
+from tde_det.data.classification.synthetic import write_fashion_mnist_idx
+from tde_det.engine import Trainer
+from tde_det.evaluation.diagnostics import (
+    per_class_accuracy,
+    per_class_feature_stats,
+    weight_norms,
+)
+
+spec = importlib.util.spec_from_file_location("diagnose", os.path.join(REPO, "tools",
+                                                                       "diagnose.py"))
+diagnose = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(diagnose)
+
+
+def test_feature_stats_by_hand():
+    # K = 2 heads of 2: d_hat = ([1, 0], [0, 1]).
+    x = torch.tensor([[3.0, 4.0, 0.0, 2.0], [1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 0, 2])
+    s = per_class_feature_stats(x, labels, torch.tensor([5.0, 0.0, 0.0, 0.5]), 2, 3)
+    # sample 0: ||x|| = sqrt(29), cos = (3/5 + 1) / 2; sample 1: ||x|| = sqrt(2), cos = (1 + 0) / 2
+    assert s["feature_norm"][0] == pytest.approx((math.sqrt(29) + math.sqrt(2)) / 2)
+    assert s["cos_head_direction"][0] == pytest.approx(((0.6 + 1) / 2 + 0.5) / 2)
+    assert math.isnan(s["feature_norm"][1]) and s["count"].tolist() == [2, 0, 1]
+    assert s["cos_head_direction"][2] == 0.0  # a zero feature has no direction
+    w = weight_norms(torch.tensor([[3.0, 4.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0]]), 2)
+    assert w["norm"].tolist() == pytest.approx([5.0, math.sqrt(2)])
+    assert w["head_norm_mean"].tolist() == pytest.approx([2.5, 1.0])
+    acc = per_class_accuracy(torch.tensor([[1.0, 0], [0, 1], [0, 1]]), torch.tensor([0, 0, 1]), 3)
+    assert acc[:2].tolist() == [50.0, 100.0] and math.isnan(acc[2])
+
+
+def test_training_metrics_plot(tiny_detector, tmp_path):
+    out_dir = os.path.dirname(tiny_detector[3])
+    series = diagnose.plot_training_metrics(os.path.join(out_dir, "metrics.json"), str(tmp_path))
+    assert {f"tde/stage{s}/ema_norm" for s in range(3)} <= set(series)
+    assert (tmp_path / "training_metrics.png").stat().st_size > 1000
+
+
+def test_per_class_diagnostics_of_a_classifier(tmp_path):
+    root = write_fashion_mnist_idx(str(tmp_path / "fm"), per_class=40, test_per_class=6)
+    register_fashion_mnist_lt("diag_fm_r10", 10, seed=1, val_per_class=5, root=root)
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "fashion_mnist_lt_r10_deconfound.yaml"))
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("diag_fm_r10_train",), ()
+    cfg.MODEL.SMALL_CNN.CHANNELS = [4, 8, 8]
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.IMS_PER_BATCH = 4, 1, 16
+    cfg.OUTPUT_DIR = str(tmp_path / "train")
+    Trainer(cfg).train()
+    cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    rows = diagnose.diagnose_classifier(cfg, "diag_fm_r10_test", str(tmp_path / "diag"))
+    counts = [r["train_count"] for r in rows]
+    assert counts == sorted(counts, reverse=True) and len(rows) == 10
+    with open(tmp_path / "diag" / "per_class.csv") as f:
+        table = list(csv.DictReader(f))
+    assert {"feature_norm", "cos_head_direction", "weight_norm", "accuracy_no_tde",
+            "accuracy_tde_alpha_1"} <= set(table[0])
+    assert all(np.isfinite(float(r["feature_norm"])) and np.isfinite(float(r["weight_norm"]))
+               for r in table)
+    assert (tmp_path / "diag" / "per_class.png").stat().st_size > 1000

@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Time the one-pass alpha sweep against separate evaluations, in one run.
+
+On generated tiny data (a tiny TDE Cascade Mask R-CNN on the tiny LVIS-format dataset, and the
+small CNN on tiny Fashion-MNIST-format data), after a few training iterations, it times
+  (1) one evaluation with one alpha (Trainer.test),
+  (2) ten separate evaluations, one per alpha (what ``--eval-only`` run ten times does, without
+      the process start-up),
+  (3) the sweep over the same ten alphas from one inference pass,
+and prints the ratios (3)/(1) (target <= 1.5) and (2)/(3).
+
+    python tools/benchmark_sweep_alpha.py [--images 16] [--repeats 2]
+"""
+import argparse
+import logging
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.utils.logger import setup_logger
+
+import tde_det  # noqa: F401  (registration)
+from tde_det import add_tde_config
+from tde_det.data.classification import register_fashion_mnist_lt
+from tde_det.data.classification.synthetic import write_fashion_mnist_idx
+from tde_det.data.detection.synthetic import write_tiny_lvis
+from tde_det.engine import Trainer
+from tde_det.evaluation.alpha_sweep import sweep_classification_dataset
+from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
+
+
+def _cfg(config: str, out: str, **overrides):
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", config))
+    for key, value in overrides.items():
+        node = cfg
+        *path, last = key.split(".")
+        for p in path:
+            node = getattr(node, p)
+        setattr(node, last, value)
+    cfg.OUTPUT_DIR = out
+    return cfg
+
+
+def _trained(cfg):
+    torch.manual_seed(0)
+    trainer = Trainer(cfg)
+    trainer.train()
+    return trainer.model.eval()
+
+
+def _set_alpha(model, alpha: float) -> None:
+    for m in model.modules():
+        if hasattr(m, "alpha") and hasattr(m, "test_tde"):
+            m.alpha = alpha
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def detection(work: str, images: int, repeats: int):
+    paths = write_tiny_lvis(os.path.join(work, "lvis"), num_train=8, num_val=images, seed=5)
+    cfg = _cfg("tiny_lvis_cascade_tde_cpu.yaml", os.path.join(work, "det"), **{
+        "DATASETS.LVIS_CUSTOM.NAMES": ("bench_lvis_train", "bench_lvis_val"),
+        "DATASETS.LVIS_CUSTOM.JSON_FILES": (paths["train"], paths["val"]),
+        "DATASETS.LVIS_CUSTOM.IMAGE_ROOTS": (paths["image_root"],) * 2,
+        "DATASETS.TRAIN": ("bench_lvis_train",), "DATASETS.TEST": ("bench_lvis_val",),
+        "SOLVER.MAX_ITER": 10})
+    model = _trained(cfg)
+
+    def one(alpha=1.5):
+        _set_alpha(model, alpha)
+        Trainer.test(cfg, model)
+
+    def sweep():
+        s = DetectionAlphaSweep(model, ALPHAS, lambda a: Trainer.build_evaluator(
+            cfg, "bench_lvis_val", os.path.join(work, "det_sweep", str(a))))
+        for batch in Trainer.build_test_loader(cfg, "bench_lvis_val"):
+            s.process(batch)
+        s.evaluate()
+
+    return _measure(one, sweep, repeats)
+
+
+def classification(work: str, images: int, repeats: int):
+    root = write_fashion_mnist_idx(os.path.join(work, "fm"), per_class=60,
+                                   test_per_class=images)  # 10 classes: 10x images
+    register_fashion_mnist_lt("bench_fm_r10", 10, seed=0, val_per_class=5, root=root)
+    cfg = _cfg("fashion_mnist_lt_r10_deconfound.yaml", os.path.join(work, "cls"), **{
+        "DATASETS.TRAIN": ("bench_fm_r10_train",), "DATASETS.TEST": ("bench_fm_r10_test",),
+        "SOLVER.MAX_ITER": 10, "SOLVER.WARMUP_ITERS": 1, "SOLVER.IMS_PER_BATCH": 32,
+        "MODEL.DEVICE": "cpu"})
+    model = _trained(cfg)
+
+    def one(alpha=1.0):
+        _set_alpha(model, alpha)
+        Trainer.test(cfg, model)
+
+    return _measure(one, lambda: sweep_classification_dataset(cfg, model, "bench_fm_r10_test",
+                                                              ALPHAS), repeats)
+
+
+def _measure(one, sweep, repeats: int):
+    one()  # warm-up (first-call costs: data loading, allocations)
+    sweep()
+    t_one, t_sweep, t_ten = [], [], []
+    for _ in range(repeats):  # interleaved, so that machine noise hits all three alike
+        t_one.append(_median_time(one, 1))
+        t_sweep.append(_median_time(sweep, 1))
+        t_ten.append(_median_time(lambda: [one(a) for a in ALPHAS], 1))
+    return statistics.median(t_one), statistics.median(t_ten), statistics.median(t_sweep)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=16, help="evaluation images (detection); "
+                   "classification uses 10x as many")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tasks", nargs="+", default=["detection", "classification"],
+                   choices=["detection", "classification"])
+    args = p.parse_args(argv)
+    print(f"{len(ALPHAS)} alphas; median of {args.repeats} interleaved repeats; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print("| task | images | 1 alpha (s) | 10 separate evals (s) | sweep, 10 alphas (s) "
+          "| sweep / 1 alpha (target <= 1.5) | 10 evals / sweep |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        for name in ("detectron2", "tde_det"):  # logs to a file, not the console
+            logger = setup_logger(os.path.join(work, "log.txt"), name=name)
+            logger.handlers = [h for h in logger.handlers if isinstance(h, logging.FileHandler)
+                               or not isinstance(h, logging.StreamHandler)]
+        for task in args.tasks:
+            n = args.images if task == "detection" else args.images * 10
+            fn = detection if task == "detection" else classification
+            t_one, t_ten, t_sweep = fn(work, args.images, args.repeats)
+            print(f"| {task} | {n} | {t_one:.2f} | {t_ten:.2f} | {t_sweep:.2f} | "
+                  f"{t_sweep / t_one:.2f}x | {t_ten / t_sweep:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
