@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO
+from tools_helpers import REPO
 
 
 def test_quick_run_prints_ratios():

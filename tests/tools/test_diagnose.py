@@ -9,7 +9,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 
-from conftest import REPO
+from tools_helpers import REPO
 from tde_det import add_tde_config
 from tde_det.data.classification import register_fashion_mnist_lt
 from tde_det.data.classification.synthetic import write_fashion_mnist_idx

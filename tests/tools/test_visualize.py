@@ -6,7 +6,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from conftest import REPO, lvis_overrides
+from tools_helpers import REPO, lvis_overrides
 
 
 def run(*args):
