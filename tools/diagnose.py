@@ -7,7 +7,10 @@
 
 Per class, sorted by training frequency (paper Fig. 1b, supplement Fig. 1): training count,
 mean feature norm ||x||, mean cos(x, d_hat) with the head direction, classifier weight norm
-||w_i||, top-1 accuracy with and without TDE (MODEL.TDE.ALPHA). Writes ``per_class.csv`` and
+||w_i||, and top-1 accuracy (classifiers) or AP (detectors: segm, else bbox) with and without
+TDE (MODEL.TDE.ALPHA). For a TDE cascade detector the features are the box-head features of the
+ground-truth boxes of the split, per cascade stage (the table shows the last stage; the CSV every
+stage), and the weight norms those of the last stage's classifier. Writes ``per_class.csv`` and
 ``per_class.png``. With --metrics-json, plots every ``tde/...`` (detection: per cascade stage)
 and ``head_direction_mu`` scalar of a training run's metrics.json vs iteration
 (``training_metrics.png``).
@@ -23,13 +26,24 @@ from typing import Dict, List
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+)
+from detectron2.data.detection_utils import build_augmentation
 from detectron2.engine import default_argument_parser
+from detectron2.evaluation import inference_on_dataset
 
 import tde_det  # noqa: F401  (registration)
 from tde_det.data.classification import train_class_counts
+from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.engine import Trainer, setup
 from tde_det.evaluation.alpha_sweep import collect_classification_cache
+from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEFastRCNNOutputLayers
 from tde_det.evaluation.diagnostics import (
+    lvis_per_category_ap,
     per_class_accuracy,
     per_class_feature_stats,
     weight_norms,
@@ -55,29 +69,7 @@ def collect_features(model, loader):
     return torch.cat(feats), torch.cat(labels)
 
 
-def diagnose_classifier(cfg, dataset: str, output: str) -> List[Dict]:
-    model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    if cfg.MODEL.META_ARCHITECTURE != "TDEImageClassifier":
-        raise SystemExit("per-class diagnostics need a TDEImageClassifier config; for a detector "
-                         "plot its training metrics with --metrics-json")
-    loader = Trainer.build_test_loader(cfg, dataset)
-    x, labels = collect_features(model, loader)
-    c = model.classifier
-    stats = per_class_feature_stats(x, labels, model.head_direction.ema, c.num_heads, c.num_classes)
-    wn = weight_norms(c.weight, c.num_heads)
-    cache = collect_classification_cache(model, loader)
-    acc_plain = per_class_accuracy(cache.total, cache.labels, c.num_classes)
-    acc_tde = per_class_accuracy(cache.logits(cfg.MODEL.TDE.ALPHA), cache.labels, c.num_classes) \
-        if c.kind != "linear" else acc_plain
-    counts = train_class_counts(dataset)
-    order = np.argsort(-counts, kind="stable")
-    rows = [{"rank": r, "class": int(i), "train_count": int(counts[i]),
-             "eval_images": int(stats["count"][i]), "feature_norm": stats["feature_norm"][i],
-             "cos_head_direction": stats["cos_head_direction"][i],
-             "weight_norm": wn["norm"][i], "accuracy_no_tde": acc_plain[i],
-             f"accuracy_tde_alpha_{cfg.MODEL.TDE.ALPHA:g}": acc_tde[i]}
-            for r, i in enumerate(order)]
+def _write(rows: List[Dict], output: str, score: str, score_tde: str) -> None:
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "per_class.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -90,15 +82,118 @@ def diagnose_classifier(cfg, dataset: str, output: str) -> List[Dict]:
                               ("mean ||x||", "mean cos(x, d_hat)", "||w_i||")):
         ax.bar(rank, [r[key] for r in rows])
         ax.set_title(title, fontsize=9)
-    axes[3].plot(rank, [r["accuracy_no_tde"] for r in rows], marker="o", label="no TDE")
-    axes[3].plot(rank, acc_tde[order], marker="o", label=f"TDE alpha {cfg.MODEL.TDE.ALPHA:g}")
-    axes[3].set_title("top-1 accuracy (%)", fontsize=9)
+    axes[3].plot(rank, [r[score] for r in rows], marker="o", label="no TDE")
+    axes[3].plot(rank, [r[score_tde] for r in rows], marker="o", label=score_tde)
+    axes[3].set_title(score.replace("_no_tde", "") + " (%)", fontsize=9)
     axes[3].legend(fontsize=8)
     for ax in axes:
         ax.set_xlabel("class rank by training count (0 = most frequent)", fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(output, "per_class.png"), dpi=80)
     plt.close(fig)
+
+
+def _lvis_results(cfg, model, dataset: str, output: str, tde: bool) -> list:
+    """Evaluate once (TDE on or off) and return the detections the evaluator wrote."""
+    for m in model.modules():
+        if isinstance(m, TDEFastRCNNOutputLayers):
+            m.test_tde = tde
+    folder = os.path.join(output, "tde" if tde else "no_tde")
+    evaluator = Trainer.build_evaluator(cfg, dataset, folder)
+    inference_on_dataset(model, Trainer.build_test_loader(cfg, dataset), evaluator)
+    with open(os.path.join(folder, "lvis_instances_results.json")) as f:
+        return json.load(f)
+
+
+@torch.no_grad()
+def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
+    """Per-class diagnostics of a TDE cascade detector from the box features of the split's
+    ground-truth boxes, and per-category AP with and without TDE."""
+    from lvis import LVIS
+
+    register_lvis_datasets_from_config(cfg)
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model.eval()
+    heads = model.roi_heads
+    if not isinstance(heads, TDECascadeROIHeads):
+        raise SystemExit("detector diagnostics need MODEL.ROI_HEADS.NAME TDECascadeROIHeads")
+    meta = MetadataCatalog.get(dataset)
+    if getattr(meta, "evaluator_type", None) != "lvis":
+        raise SystemExit(f"detector diagnostics need an LVIS-format dataset, not {dataset!r}")
+    # Test-time resizing, but keep the annotations (Detectron2's test mapper drops them).
+    mapper = DatasetMapper(is_train=True, augmentations=build_augmentation(cfg, False),
+                           image_format=cfg.INPUT.FORMAT)
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    stages = heads.num_cascade_stages
+    feats = [[] for _ in range(stages)]
+    labels = []
+    for batch in build_detection_test_loader(DatasetCatalog.get(dataset), mapper=mapper):
+        gt = batch[0]["instances"].to(model.device)
+        if len(gt) == 0:
+            continue
+        images = model.preprocess_image(batch)
+        features = model.backbone(images.tensor)
+        pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [gt.gt_boxes])
+        for s in range(stages):
+            feats[s].append(heads.box_head[s](pooled).flatten(1).float().cpu())
+        labels.append(gt.gt_classes.cpu())
+    labels = torch.cat(labels)
+    per_stage = [per_class_feature_stats(torch.cat(f), labels,
+                                         heads.box_predictor[s].head_direction.ema.cpu(),
+                                         heads.box_predictor[s].cls_score.num_heads,
+                                         num_classes) for s, f in enumerate(feats)]
+    last = heads.box_predictor[stages - 1].cls_score
+    wn = weight_norms(last.weight[:num_classes], last.num_heads)
+    task = "segm" if cfg.MODEL.MASK_ON else "bbox"
+    lvis_gt = LVIS(meta.json_file)
+    ap = {tde: lvis_per_category_ap(lvis_gt, _lvis_results(cfg, model, dataset, output, tde),
+                                    task, cfg.TEST.DETECTIONS_PER_IMAGE) for tde in (False, True)}
+    contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0]):  # images per class, as LVIS counts
+        for c in {a["category_id"] for a in d.get("annotations", [])}:
+            counts[c] += 1
+    alpha = f"{cfg.MODEL.TDE.ALPHA:g}"
+    rows = []
+    for r, c in enumerate(np.argsort(-counts, kind="stable")):
+        row = {"rank": r, "class": meta.thing_classes[c], "train_images": int(counts[c]),
+               "eval_instances": int(per_stage[-1]["count"][c]),
+               "feature_norm": per_stage[-1]["feature_norm"][c],
+               "cos_head_direction": per_stage[-1]["cos_head_direction"][c],
+               "weight_norm": wn["norm"][c],
+               f"{task}_AP_no_tde": ap[False][contiguous_to_id[c]],
+               f"{task}_AP_tde_alpha_{alpha}": ap[True][contiguous_to_id[c]]}
+        for s in range(stages):
+            row[f"feature_norm_stage{s}"] = per_stage[s]["feature_norm"][c]
+            row[f"cos_head_direction_stage{s}"] = per_stage[s]["cos_head_direction"][c]
+        rows.append(row)
+    _write(rows, output, f"{task}_AP_no_tde", f"{task}_AP_tde_alpha_{alpha}")
+    return rows
+
+
+def diagnose_classifier(cfg, dataset: str, output: str) -> List[Dict]:
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    loader = Trainer.build_test_loader(cfg, dataset)
+    x, labels = collect_features(model, loader)
+    c = model.classifier
+    stats = per_class_feature_stats(x, labels, model.head_direction.ema, c.num_heads, c.num_classes)
+    wn = weight_norms(c.weight, c.num_heads)
+    cache = collect_classification_cache(model, loader)
+    acc_plain = per_class_accuracy(cache.total, cache.labels, c.num_classes)
+    acc_tde = per_class_accuracy(cache.logits(cfg.MODEL.TDE.ALPHA), cache.labels, c.num_classes) \
+        if c.kind != "linear" else acc_plain
+    counts = train_class_counts(dataset)
+    order = np.argsort(-counts, kind="stable")
+    alpha = f"{cfg.MODEL.TDE.ALPHA:g}"
+    rows = [{"rank": r, "class": int(i), "train_count": int(counts[i]),
+             "eval_images": int(stats["count"][i]), "feature_norm": stats["feature_norm"][i],
+             "cos_head_direction": stats["cos_head_direction"][i],
+             "weight_norm": wn["norm"][i], "accuracy_no_tde": acc_plain[i],
+             f"accuracy_tde_alpha_{alpha}": acc_tde[i]}
+            for r, i in enumerate(order)]
+    _write(rows, output, "accuracy_no_tde", f"accuracy_tde_alpha_{alpha}")
     return rows
 
 
@@ -150,14 +245,17 @@ def main(argv=None):
         dataset = own.dataset or (cfg.DATASETS.TEST[-1] if cfg.DATASETS.TEST else "")
         if not dataset:
             raise SystemExit("give --dataset or DATASETS.TEST")
-        rows = diagnose_classifier(cfg, dataset, own.output)
-        print(f"{'rank':>4} {'class':>5} {'train':>6} {'||x||':>8} {'cos(x,d)':>8} "
-              f"{'||w||':>7} {'acc':>6} {'acc TDE':>7}")
+        detector = cfg.MODEL.META_ARCHITECTURE != "TDEImageClassifier"
+        rows = (diagnose_detector if detector else diagnose_classifier)(cfg, dataset, own.output)
+        plain = [k for k in rows[0] if k.endswith("_no_tde")][0]
+        tde_key = [k for k in rows[0] if "_tde_alpha_" in k][0]
+        print(f"{'rank':>4} {'class':>16} {'train':>6} {'||x||':>8} {'cos(x,d)':>8} "
+              f"{'||w||':>7} {plain.split('_no_tde')[0][:10]:>10} {'with TDE':>9}")
         for r in rows:
-            tde_key = [k for k in r if k.startswith("accuracy_tde")][0]
-            print(f"{r['rank']:>4} {r['class']:>5} {r['train_count']:>6} "
+            print(f"{r['rank']:>4} {str(r['class'])[:16]:>16} "
+                  f"{r.get('train_count', r.get('train_images')):>6} "
                   f"{r['feature_norm']:>8.3f} {r['cos_head_direction']:>8.3f} "
-                  f"{r['weight_norm']:>7.3f} {r['accuracy_no_tde']:>6.1f} {r[tde_key]:>7.1f}")
+                  f"{r['weight_norm']:>7.3f} {r[plain]:>10.1f} {r[tde_key]:>9.1f}")
         print(f"wrote {own.output}/per_class.csv and per_class.png")
     elif not own.metrics_json:
         raise SystemExit("give --config-file ... (per-class diagnostics) and/or --metrics-json")

@@ -7,7 +7,8 @@ import torch
 
 from tde_det.layers.tde_math import head_norms, split_heads, unit_heads
 
-__all__ = ["per_class_accuracy", "per_class_feature_stats", "weight_norms"]
+__all__ = ["lvis_per_category_ap", "per_class_accuracy", "per_class_feature_stats",
+           "weight_norms"]
 
 
 def _per_class_mean(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -47,3 +48,25 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor,
     """Top-1 accuracy (%) per class; NaN for a class without samples."""
     correct = (logits.argmax(dim=1) == labels).double() * 100.0
     return _per_class_mean(correct, labels, num_classes)
+
+
+def lvis_per_category_ap(lvis_gt, results: list, iou_type: str,
+                         max_dets: int = 300) -> Dict[int, float]:
+    """AP (%) per category id of ``results`` (LVIS-format detections) on ``lvis_gt`` (an
+    ``lvis.LVIS``), from the LVIS API's precision array averaged over IoU thresholds and recall
+    (area "all"); NaN for a category without ground truth in the evaluated images."""
+    from lvis import LVISEval, LVISResults
+
+    if iou_type == "bbox":
+        results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    if not results:
+        return {c: float("nan") for c in lvis_gt.get_cat_ids()}
+    ev = LVISEval(lvis_gt, LVISResults(lvis_gt, results, max_dets=max_dets), iou_type)
+    ev.run()
+    precision = ev.eval["precision"]  # [T, R, K, A]
+    out = {}
+    for k, cat_id in enumerate(ev.params.cat_ids):
+        p = precision[:, :, k, 0]
+        p = p[p > -1]
+        out[cat_id] = float(p.mean() * 100) if p.size else float("nan")
+    return out

@@ -73,3 +73,27 @@ def test_per_class_diagnostics_of_a_classifier(tmp_path):
     assert all(np.isfinite(float(r["feature_norm"])) and np.isfinite(float(r["weight_norm"]))
                for r in table)
     assert (tmp_path / "diag" / "per_class.png").stat().st_size > 1000
+
+
+def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path):
+    cfg, model, _, weights = tiny_detector
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS, cfg.DATASETS.TEST = weights, ("tools_lvis_val",)
+    cfg.OUTPUT_DIR = str(tmp_path / "eval")
+    rows = diagnose.diagnose_detector(cfg, "tools_lvis_val", str(tmp_path / "diag"))
+    counts = [r["train_images"] for r in rows]
+    assert len(rows) == 6 and counts == sorted(counts, reverse=True)
+    assert all(np.isfinite(r["weight_norm"]) for r in rows)
+    assert all(np.isfinite(r["feature_norm_stage0"]) and -1 <= r["cos_head_direction_stage2"] <= 1
+               for r in rows if r["eval_instances"] > 0)
+    # The mean of the per-category APs is LVIS's AP, as the evaluator reports it.
+    for p in model.roi_heads.box_predictor:
+        p.test_tde = False
+    overall = Trainer.test(cfg, model)["segm"]["AP"]
+    for p in model.roi_heads.box_predictor:
+        p.test_tde = True
+    per_class = [r["segm_AP_no_tde"] for r in rows]
+    assert np.nanmean(per_class) == pytest.approx(overall, abs=1e-6)
+    header = (tmp_path / "diag" / "per_class.csv").read_text().splitlines()[0]
+    assert "segm_AP_tde_alpha_1.5" in header and "cos_head_direction_stage1" in header
