@@ -10,7 +10,7 @@
 # Safe to run again: what is already there is kept, and a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")"
-here="$PWD"
+here="$(pwd -P)"
 venv="${TDE_VENV:-$here/.venv}"
 python_for_venv="${PYTHON:-python3}"
 
@@ -73,7 +73,10 @@ esac
 
 # 3. The rest, then tde-det itself in editable mode.
 pipi "${constraints[@]}" fvcore lvis pycocotools opencv-python matplotlib pytest pytest-xdist
-if ! "$py" -m pip show -f tde-det 2>/dev/null | grep -q "$here"; then
+# (pip's output is read whole first: with pipefail, `pip show | grep -q` fails on SIGPIPE.)
+tde_location=$("$py" -m pip show tde-det 2>/dev/null | sed -n 's/^Editable project location: //p')
+if [ "$tde_location" != "$here" ]; then
+  log "installing tde-det (editable) from $here"
   pipi --no-build-isolation --no-deps -e "$here"
 fi
 "$py" - <<'PY'

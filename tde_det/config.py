@@ -62,9 +62,11 @@ def _add_detection_config(cfg: CN) -> None:
     cfg.DATASETS.LVIS_CUSTOM.NAMES = ()
     cfg.DATASETS.LVIS_CUSTOM.JSON_FILES = ()
     cfg.DATASETS.LVIS_CUSTOM.IMAGE_ROOTS = ()
-    # Invalid annotations in LVIS-format data (unknown category id, degenerate box, empty or
-    # < 3-point polygon) and images whose file is missing: "error" stops with an error naming
-    # the image and annotation before training starts; "skip" drops them and logs a count.
+    # Invalid annotations in LVIS-format data (unknown category id, degenerate box; when
+    # MODEL.MASK_ON: a missing or empty segmentation, a < 3-point polygon, an RLE mask with
+    # INPUT.MASK_FORMAT "polygon" or, with "bitmask", an RLE without "size"/"counts") and images
+    # whose file is missing: "error" stops with an error naming the image and annotation before
+    # training starts; "skip" drops them and logs a count.
     cfg.DATASETS.INVALID_ANNOTATIONS = "error"
     # Check that every image file exists when the dataset is loaded (one stat per image).
     cfg.DATASETS.CHECK_IMAGE_FILES = True

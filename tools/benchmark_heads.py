@@ -9,10 +9,16 @@ ratios (targets: inference <= 1.03x, training <= 1.02x, memory <= 1.02x).
 Both heads get the same FPN features of one 800x1333 image (random, fixed seed), the same
 proposals and ground truth, and the same weights: every shared parameter is copied from the
 stock heads, the stock linear classifier's weight becomes the normalised classifier's weight (its
-bias has no counterpart). Timings are medians of interleaved repeats (stock, TDE, stock, TDE,
-...) after warm-up, so machine noise hits both alike. Peak memory: on CUDA
-``torch.cuda.max_memory_allocated`` around the step; on CPU the peak resident set size
-(``ru_maxrss``) of a fresh subprocess per variant that runs one training step and one inference.
+bias has no counterpart). Timings are medians of interleaved repeats in alternating order (stock,
+TDE, TDE, stock, ...) after warm-up, so machine noise hits both alike; training steps, short and
+noisier, get three times as many repeats by default. Peak memory: a fresh subprocess per variant
+builds only that variant's heads, loads the shared weights (saved once from the stock heads) and
+runs one training step and one inference; its peak memory is reported as the increase over the
+process's baseline before the heads were built (inputs already made), so the ratio measures the
+heads: on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before; on CPU
+the peak resident set minus the resident set before (Linux: VmHWM after resetting it through
+``/proc/self/clear_refs``; elsewhere ``ru_maxrss``); the median of min(3, --repeats) interleaved
+probes per variant.
 """
 import argparse
 import json
@@ -21,6 +27,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict
 
@@ -78,18 +85,29 @@ def make_inputs(quick: bool, device: str, seed: int = 0):
     return features, proposals, gt
 
 
-def build_pair(quick: bool, device: str):
-    """(stock heads, TDE heads) with the same weights."""
+def build_heads(variant: str, quick: bool, device: str) -> torch.nn.Module:
     shapes = {f"p{k}": ShapeSpec(channels=256, stride=2 ** k) for k in (2, 3, 4, 5)}
-    torch.manual_seed(0)
-    stock = build_roi_heads(make_cfg("stock", quick, device), shapes).to(device)
-    tde = build_roi_heads(make_cfg("tde", quick, device), shapes).to(device)
-    missing, unexpected = tde.load_state_dict(stock.state_dict(), strict=False)
-    allowed_missing = {f"box_predictor.{s}.head_direction.ema" for s in range(3)}
-    allowed_unexpected = {f"box_predictor.{s}.cls_score.bias" for s in range(3)}
+    return build_roi_heads(make_cfg(variant, quick, device), shapes).to(device)
+
+
+def load_shared(heads: torch.nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    """Load the stock heads' ``state`` into ``heads`` (stock or TDE): every shared parameter; the
+    stock linear classifier's weight becomes the normalised classifier's weight."""
+    missing, unexpected = heads.load_state_dict(state, strict=False)
+    tde = any(k.endswith("head_direction.ema") for k in heads.state_dict())
+    allowed_missing = {f"box_predictor.{s}.head_direction.ema" for s in range(3)} if tde else set()
+    allowed_unexpected = {f"box_predictor.{s}.cls_score.bias" for s in range(3)} if tde else set()
     if set(missing) != allowed_missing or set(unexpected) != allowed_unexpected:
         raise RuntimeError(f"the heads differ in more than the classifier: missing {missing}, "
                            f"unexpected {unexpected}")
+
+
+def build_pair(quick: bool, device: str):
+    """(stock heads, TDE heads) with the same weights."""
+    torch.manual_seed(0)
+    stock = build_heads("stock", quick, device)
+    tde = build_heads("tde", quick, device)
+    load_shared(tde, stock.state_dict())
     return stock, tde
 
 
@@ -125,33 +143,66 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def memory_probe(variant: str, quick: bool, device: str) -> float:
-    """Peak memory (MiB) of one training step and one inference of ``variant``."""
-    stock, tde = build_pair(quick, device)
-    heads = stock if variant == "stock" else tde
+def _proc_status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith(field + ":")) / 1024
+
+
+def _cpu_baseline_mib() -> float:
+    """Reset the peak resident set to the current one and return it (Linux); elsewhere the peak
+    so far (``ru_maxrss``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _proc_status_mib("VmRSS")
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_peak_mib() -> float:
+    try:
+        return _proc_status_mib("VmHWM")
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_probe(variant: str, quick: bool, device: str, state_path: str) -> float:
+    """Peak memory (MiB) of one training step and one inference of ``variant`` (only its heads
+    are built, with the weights saved in ``state_path``), over the baseline before the heads."""
     inputs = make_inputs(quick, device)
-    optimizer = torch.optim.SGD(heads.parameters(), lr=1e-4, momentum=0.9)
-    if device.startswith("cuda"):
+    cuda = device.startswith("cuda")
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
-        training_step(heads, inputs, optimizer)
-        inference_step(heads, inputs)
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        baseline = torch.cuda.memory_allocated() / 2 ** 20
+    else:
+        baseline = _cpu_baseline_mib()
+    heads = build_heads(variant, quick, device)
+    load_shared(heads, torch.load(state_path, map_location="cpu", mmap=True, weights_only=True))
+    optimizer = torch.optim.SGD(heads.parameters(), lr=1e-4, momentum=0.9)
     training_step(heads, inputs, optimizer)
     inference_step(heads, inputs)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else _cpu_peak_mib()
+    return peak - baseline
 
 
 def main(argv=None) -> Dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=7, help="timed inference repeats per variant")
+    p.add_argument("--training-repeats", type=int, default=0,
+                   help="timed training steps per variant (default: 3 x --repeats)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--memory-probe", choices=["stock", "tde"], help=argparse.SUPPRESS)
+    p.add_argument("--state", help=argparse.SUPPRESS)  # the shared weights, for --memory-probe
     args = p.parse_args(argv)
     if args.memory_probe:
-        print(json.dumps({"peak_mib": memory_probe(args.memory_probe, args.quick, args.device)}))
+        peak = memory_probe(args.memory_probe, args.quick, args.device, args.state)
+        print(json.dumps({"peak_mib": peak}))
         return {}
     stock, tde = build_pair(args.quick, args.device)
+    work = tempfile.TemporaryDirectory()
+    state_path = os.path.join(work.name, "stock_heads.pth")
+    torch.save(stock.state_dict(), state_path)  # before any step changes the weights
     inputs = make_inputs(args.quick, args.device)
     opts = {id(h): torch.optim.SGD(h.parameters(), lr=1e-4, momentum=0.9) for h in (stock, tde)}
     times = {(v, k): [] for v in ("stock", "tde") for k in ("inference", "training")}
@@ -159,29 +210,39 @@ def main(argv=None) -> Dict:
         training_step(h, inputs, opts[id(h)])
         inference_step(h, inputs)
     detections = {n: inference_step(h, inputs) for n, h in (("stock", stock), ("tde", tde))}
-    for _ in range(args.repeats):
-        for name, h in (("stock", stock), ("tde", tde)):
+    pair = (("stock", stock), ("tde", tde))
+    # Interleaved, in alternating order (stock-TDE, TDE-stock, ...) so that neither variant
+    # always runs first; training steps are short and noisier, so they are repeated more.
+    for i in range(args.repeats):
+        for name, h in (pair if i % 2 == 0 else pair[::-1]):
             times[(name, "inference")].append(timed(lambda: inference_step(h, inputs),
                                                     args.device))
+    for i in range(args.training_repeats or 3 * args.repeats):
+        for name, h in (pair if i % 2 == 0 else pair[::-1]):
             times[(name, "training")].append(timed(
                 lambda: training_step(h, inputs, opts[id(h)]), args.device))
     med = {k: statistics.median(v) for k, v in times.items()}
-    memory = {}
-    for variant in ("stock", "tde"):
-        cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", variant,
-               "--device", args.device] + (["--quick"] if args.quick else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        memory[variant] = json.loads(out.strip().splitlines()[-1])["peak_mib"]
+    probes = {"stock": [], "tde": []}
+    for _ in range(min(3, args.repeats)):  # interleaved fresh processes; the median of each
+        for variant in probes:
+            cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", variant,
+                   "--device", args.device, "--state", state_path] + \
+                (["--quick"] if args.quick else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            probes[variant].append(json.loads(out.strip().splitlines()[-1])["peak_mib"])
+    work.cleanup()
+    memory = {v: statistics.median(m) for v, m in probes.items()}
     rows = [("inference per image (s)", med[("stock", "inference")], med[("tde", "inference")],
              1.03),
             ("training step (s)", med[("stock", "training")], med[("tde", "training")], 1.02),
-            ("peak memory (MiB)", memory["stock"], memory["tde"], 1.02)]
+            ("peak memory over baseline (MiB)", memory["stock"], memory["tde"], 1.02)]
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
         f"CPU, {torch.get_num_threads()} threads"
     print(f"ROI heads of Cascade Mask R-CNN ({'quick' if args.quick else 'LVIS sizes'}: "
           f"{make_cfg('tde', args.quick, args.device).MODEL.ROI_HEADS.NUM_CLASSES} classes, "
           f"{len(inputs[1])} proposals, {detections['stock']} / {detections['tde']} detections "
-          f"per image), {device}, median of {args.repeats} interleaved repeats")
+          f"per image), {device}, medians of {args.repeats} inference and "
+          f"{args.training_repeats or 3 * args.repeats} training repeats, interleaved")
     print("| measure | stock CascadeROIHeads | TDECascadeROIHeads | ratio | target |")
     print("|---|---|---|---|---|")
     result = {}

@@ -8,12 +8,13 @@
 Per class, sorted by training frequency (paper Fig. 1b, supplement Fig. 1): training count,
 mean feature norm ||x||, mean cos(x, d_hat) with the head direction, classifier weight norm
 ||w_i||, and top-1 accuracy (classifiers) or AP (detectors: segm, else bbox) with and without
-TDE (MODEL.TDE.ALPHA). For a TDE cascade detector the features are the box-head features of the
-ground-truth boxes of the split, per cascade stage (the table shows the last stage; the CSV every
-stage), and the weight norms those of the last stage's classifier. Writes ``per_class.csv`` and
-``per_class.png``. With --metrics-json, plots every ``tde/...`` (detection: per cascade stage)
-and ``head_direction_mu`` scalar of a training run's metrics.json vs iteration
-(``training_metrics.png``).
+TDE (MODEL.TDE.ALPHA; no TDE column for MODEL.TDE.CLASSIFIER linear, where TDE does not apply).
+Classes are named from the dataset's metadata (``thing_classes``) when it has names. For a TDE
+cascade detector the features are the box-head features of the ground-truth boxes of the split,
+per cascade stage (the table shows the last stage; the CSV every stage), and the weight norms
+those of the last stage's classifier. Writes ``per_class.csv`` and ``per_class.png``. With
+--metrics-json, plots every ``tde/...`` (detection: per cascade stage) and ``head_direction_mu``
+scalar of a training run's metrics.json vs iteration (``training_metrics.png``).
 """
 import argparse
 import csv
@@ -21,7 +22,7 @@ import json
 import os
 import sys
 from collections import defaultdict
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ def collect_features(model, loader):
     return torch.cat(feats), torch.cat(labels)
 
 
-def _write(rows: List[Dict], output: str, score: str, score_tde: str) -> None:
+def _write(rows: List[Dict], output: str, score: str, score_tde: Optional[str]) -> None:
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "per_class.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -83,7 +84,8 @@ def _write(rows: List[Dict], output: str, score: str, score_tde: str) -> None:
         ax.bar(rank, [r[key] for r in rows])
         ax.set_title(title, fontsize=9)
     axes[3].plot(rank, [r[score] for r in rows], marker="o", label="no TDE")
-    axes[3].plot(rank, [r[score_tde] for r in rows], marker="o", label=score_tde)
+    if score_tde:
+        axes[3].plot(rank, [r[score_tde] for r in rows], marker="o", label=score_tde)
     axes[3].set_title(score.replace("_no_tde", "") + " (%)", fontsize=9)
     axes[3].legend(fontsize=8)
     for ax in axes:
@@ -91,6 +93,11 @@ def _write(rows: List[Dict], output: str, score: str, score_tde: str) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(output, "per_class.png"), dpi=80)
     plt.close(fig)
+
+
+def _tde_applies(classifier_kind: str) -> bool:
+    """TDE (eq. 8) needs a normalised classifier; for 'linear' there is no TDE column."""
+    return classifier_kind != "linear"
 
 
 def _lvis_results(cfg, model, dataset: str, output: str, tde: bool) -> list:
@@ -147,8 +154,9 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     wn = weight_norms(last.weight[:num_classes], last.num_heads)
     task = "segm" if cfg.MODEL.MASK_ON else "bbox"
     lvis_gt = LVIS(meta.json_file)
+    settings = (False, True) if _tde_applies(last.kind) else (False,)
     ap = {tde: lvis_per_category_ap(lvis_gt, _lvis_results(cfg, model, dataset, output, tde),
-                                    task, cfg.TEST.DETECTIONS_PER_IMAGE) for tde in (False, True)}
+                                    task, cfg.TEST.DETECTIONS_PER_IMAGE) for tde in settings}
     contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
     counts = np.zeros(num_classes, dtype=np.int64)
     for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0]):  # images per class, as LVIS counts
@@ -161,14 +169,15 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
                "eval_instances": int(per_stage[-1]["count"][c]),
                "feature_norm": per_stage[-1]["feature_norm"][c],
                "cos_head_direction": per_stage[-1]["cos_head_direction"][c],
-               "weight_norm": wn["norm"][c],
-               f"{task}_AP_no_tde": ap[False][contiguous_to_id[c]],
-               f"{task}_AP_tde_alpha_{alpha}": ap[True][contiguous_to_id[c]]}
+               "weight_norm": wn["norm"][c], f"{task}_AP_no_tde": ap[False][contiguous_to_id[c]]}
+        if True in ap:
+            row[f"{task}_AP_tde_alpha_{alpha}"] = ap[True][contiguous_to_id[c]]
         for s in range(stages):
             row[f"feature_norm_stage{s}"] = per_stage[s]["feature_norm"][c]
             row[f"cos_head_direction_stage{s}"] = per_stage[s]["cos_head_direction"][c]
         rows.append(row)
-    _write(rows, output, f"{task}_AP_no_tde", f"{task}_AP_tde_alpha_{alpha}")
+    _write(rows, output, f"{task}_AP_no_tde",
+           f"{task}_AP_tde_alpha_{alpha}" if True in ap else None)
     return rows
 
 
@@ -182,18 +191,22 @@ def diagnose_classifier(cfg, dataset: str, output: str) -> List[Dict]:
     wn = weight_norms(c.weight, c.num_heads)
     cache = collect_classification_cache(model, loader)
     acc_plain = per_class_accuracy(cache.total, cache.labels, c.num_classes)
-    acc_tde = per_class_accuracy(cache.logits(cfg.MODEL.TDE.ALPHA), cache.labels, c.num_classes) \
-        if c.kind != "linear" else acc_plain
+    tde_key = f"accuracy_tde_alpha_{cfg.MODEL.TDE.ALPHA:g}" if _tde_applies(c.kind) else None
+    if tde_key:
+        acc_tde = per_class_accuracy(cache.logits(cfg.MODEL.TDE.ALPHA), cache.labels,
+                                     c.num_classes)
     counts = train_class_counts(dataset)
-    order = np.argsort(-counts, kind="stable")
-    alpha = f"{cfg.MODEL.TDE.ALPHA:g}"
-    rows = [{"rank": r, "class": int(i), "train_count": int(counts[i]),
-             "eval_images": int(stats["count"][i]), "feature_norm": stats["feature_norm"][i],
-             "cos_head_direction": stats["cos_head_direction"][i],
-             "weight_norm": wn["norm"][i], "accuracy_no_tde": acc_plain[i],
-             f"accuracy_tde_alpha_{alpha}": acc_tde[i]}
-            for r, i in enumerate(order)]
-    _write(rows, output, "accuracy_no_tde", f"accuracy_tde_alpha_{alpha}")
+    names = MetadataCatalog.get(dataset).get("thing_classes")
+    rows = []
+    for r, i in enumerate(np.argsort(-counts, kind="stable")):
+        rows.append({"rank": r, "class": names[i] if names else int(i), "class_id": int(i),
+                     "train_count": int(counts[i]), "eval_images": int(stats["count"][i]),
+                     "feature_norm": stats["feature_norm"][i],
+                     "cos_head_direction": stats["cos_head_direction"][i],
+                     "weight_norm": wn["norm"][i], "accuracy_no_tde": acc_plain[i]})
+        if tde_key:
+            rows[-1][tde_key] = acc_tde[i]
+    _write(rows, output, "accuracy_no_tde", tde_key)
     return rows
 
 
@@ -248,14 +261,19 @@ def main(argv=None):
         detector = cfg.MODEL.META_ARCHITECTURE != "TDEImageClassifier"
         rows = (diagnose_detector if detector else diagnose_classifier)(cfg, dataset, own.output)
         plain = [k for k in rows[0] if k.endswith("_no_tde")][0]
-        tde_key = [k for k in rows[0] if "_tde_alpha_" in k][0]
+        tde_key = next((k for k in rows[0] if "_tde_alpha_" in k), None)
+        if tde_key is None:
+            print(f"TDE (eq. 8) does not apply to MODEL.TDE.CLASSIFIER "
+                  f"{cfg.MODEL.TDE.CLASSIFIER!r}: no 'with TDE' column")
         print(f"{'rank':>4} {'class':>16} {'train':>6} {'||x||':>8} {'cos(x,d)':>8} "
-              f"{'||w||':>7} {plain.split('_no_tde')[0][:10]:>10} {'with TDE':>9}")
+              f"{'||w||':>7} {plain.split('_no_tde')[0][:10]:>10}"
+              + (f" {'with TDE':>9}" if tde_key else ""))
         for r in rows:
             print(f"{r['rank']:>4} {str(r['class'])[:16]:>16} "
                   f"{r.get('train_count', r.get('train_images')):>6} "
                   f"{r['feature_norm']:>8.3f} {r['cos_head_direction']:>8.3f} "
-                  f"{r['weight_norm']:>7.3f} {r[plain]:>10.1f} {r[tde_key]:>9.1f}")
+                  f"{r['weight_norm']:>7.3f} {r[plain]:>10.1f}"
+                  + (f" {r[tde_key]:>9.1f}" if tde_key else ""))
         print(f"wrote {own.output}/per_class.csv and per_class.png")
     elif not own.metrics_json:
         raise SystemExit("give --config-file ... (per-class diagnostics) and/or --metrics-json")

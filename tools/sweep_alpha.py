@@ -7,10 +7,13 @@
         --dataset cifar10_lt_r100_val --alphas 0 0.25 0.5 1 1.5 2 MODEL.WEIGHTS model_final.pth
 
 Detection: AP, APr, APc, APf (segm and bbox) per alpha; classification: many / medium / few /
-overall top-1 per alpha. Every alpha's numbers equal those of ``tools/train_net.py --eval-only
-MODEL.TDE.ALPHA <alpha>``. Writes ``alpha_sweep.csv``, ``alpha_sweep.json`` and
-``alpha_sweep.png`` (metric vs alpha, like the paper's Fig. 4) to --output, and prints the best
-alpha on the evaluated split as a ready-to-paste override.
+overall top-1 per alpha. Sweeping alpha means evaluating with TDE: every alpha's numbers equal
+those of ``tools/train_net.py --eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>``, also
+for a config with ``MODEL.TDE.TEST_TDE False`` (then the printed override includes
+``MODEL.TDE.TEST_TDE True``); a linear classifier (no TDE) is refused. Writes
+``alpha_sweep.csv``, ``alpha_sweep.json`` and ``alpha_sweep.png`` (metric vs alpha, like the
+paper's Fig. 4) to --output, and prints the best alpha on the evaluated split as a ready-to-paste
+override.
 """
 import csv
 import json
@@ -27,7 +30,13 @@ from detectron2.engine import default_argument_parser
 import tde_det  # noqa: F401  (registration)
 from tde_det.engine import Trainer, setup, task_for
 from tde_det.engine import classification_task
-from tde_det.evaluation.alpha_sweep import best_alpha, check_alphas, sweep_classification_dataset
+from tde_det.evaluation.alpha_sweep import (
+    alpha_override,
+    best_alpha,
+    check_alphas,
+    check_sweep_config,
+    sweep_classification_dataset,
+)
 from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep
 
 logger = logging.getLogger("tde_det.sweep_alpha")
@@ -90,6 +99,7 @@ def print_table(rows: List[Dict], columns: List[str]) -> None:
 def main(args) -> Dict:
     cfg = setup(args)
     alphas = check_alphas(args.alphas)
+    check_sweep_config(cfg)
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
     model.eval()
@@ -117,7 +127,7 @@ def main(args) -> Dict:
         print(f"\nalpha sweep on {dataset} ({len(alphas)} alphas, {seconds:.1f} s):")
         print_table(rows, columns)
         print(f"best alpha on {dataset} by {metric}: {best['alpha']:g} ({best[metric]:.2f}); "
-              f"to use it: MODEL.TDE.ALPHA {best['alpha']:g}")
+              f"to use it: {alpha_override(cfg, best['alpha'])}")
         print(f"wrote {output}/alpha_sweep.{{csv,json,png}}")
         report[dataset] = {"rows": rows, "best": best, "seconds": seconds}
     return report
@@ -165,7 +175,9 @@ def parse_args(argv=None):
         argv = _pop_option(argv, name)
     parser = default_argument_parser()
     parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
-                        help="alphas of eq. 8 to score (may also follow the KEY VALUE overrides)")
+                        help="alphas of eq. 8 to score, each with TDE on (as --eval-only "
+                        "MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>); may also follow "
+                        "the KEY VALUE overrides")
     parser.add_argument("--dataset", default="", help="registered split (default: DATASETS.TEST)")
     parser.add_argument("--metric", default="", help="column that picks the best alpha "
                         "(default: segm/AP or bbox/AP for detection, top1 for classification)")

@@ -8,18 +8,23 @@
 
 Inputs: image files, folders (their images) or globs (--input), or a registered dataset split
 (--dataset). Class names come from the metadata of --dataset, else of the first DATASETS.TEST
-(LVIS names for LVIS). --show-gt draws the ground truth beside the predictions (dataset inputs);
---compare-tde adds the same image with TDE switched off (plain de-confound scores). Unreadable
-images are skipped with a warning and counted. Works on CPU (MODEL.DEVICE cpu).
+(LVIS names for LVIS). The prediction panel follows the config: TDE with MODEL.TDE.ALPHA when
+MODEL.TDE.TEST_TDE is on ("TDE (alpha=1.5)"), eq. 7 scores otherwise ("no TDE"). --show-gt draws
+the ground truth beside the predictions (dataset inputs); --compare-tde adds the same image with
+the other setting (refused for MODEL.TDE.CLASSIFIER linear: TDE does not apply). After --input,
+every argument is an input until the first one that is a config key (it contains a dot and names
+a key of the config, e.g. MODEL.WEIGHTS) and no existing path. Unreadable images are skipped with
+a warning and counted. Works on CPU (MODEL.DEVICE cpu).
 """
 import glob
 import logging
 import os
 import sys
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
+from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.engine import DefaultPredictor, default_argument_parser
@@ -27,6 +32,7 @@ from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
 import tde_det  # noqa: F401  (registration)
+from tde_det import add_tde_config
 from tde_det.engine import setup
 from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
@@ -55,6 +61,19 @@ def set_tde(model: torch.nn.Module, on: bool) -> None:
     for m in model.modules():
         if isinstance(m, TDEFastRCNNOutputLayers):
             m.test_tde = on
+
+
+def tde_applies(model: torch.nn.Module) -> bool:
+    """Whether the model has TDE box predictors with a normalised classifier (not 'linear')."""
+    predictors = [m for m in model.modules() if isinstance(m, TDEFastRCNNOutputLayers)]
+    return bool(predictors) and all(p.cls_score.kind != "linear" for p in predictors)
+
+
+def panel_settings(test_tde: bool, alpha: float, compare: bool) -> List[Tuple[bool, str]]:
+    """(TDE on, title) of the prediction panels: the config's setting, then the other one."""
+    title = {True: f"TDE (alpha={alpha:g})", False: "no TDE"}
+    settings = [test_tde, not test_tde] if compare else [test_tde]
+    return [(on, title[on]) for on in settings]
 
 
 def draw(image_rgb: np.ndarray, metadata, instances=None, record=None, threshold=0.0,
@@ -90,6 +109,14 @@ def main(args) -> int:
     if args.show_gt and not args.dataset:
         raise SystemExit("--show-gt needs --dataset (ground truth comes from a registered split)")
     predictor = DefaultPredictor(cfg)
+    applies = tde_applies(predictor.model)
+    if args.compare_tde and not applies:
+        raise SystemExit(f"--compare-tde: TDE (eq. 8) does not apply to this detector "
+                         f"(MODEL.TDE.CLASSIFIER {cfg.MODEL.TDE.CLASSIFIER!r}, ROI heads "
+                         f"{cfg.MODEL.ROI_HEADS.NAME}); it needs TDECascadeROIHeads with a "
+                         f"cosine, capsule or deconfound classifier")
+    settings = panel_settings(cfg.MODEL.TDE.TEST_TDE and applies, cfg.MODEL.TDE.ALPHA,
+                              args.compare_tde)
     os.makedirs(args.output, exist_ok=True)
     written = skipped = 0
     for record in records:
@@ -104,15 +131,11 @@ def main(args) -> int:
         panels = []
         if args.show_gt:
             panels.append(draw(rgb, metadata, record=record, title="ground truth"))
-        set_tde(predictor.model, True)
-        title = f"TDE alpha={cfg.MODEL.TDE.ALPHA:g}" if cfg.MODEL.TDE.TEST_TDE else "prediction"
-        panels.append(draw(rgb, metadata, predictor(image)["instances"],
-                           threshold=args.confidence_threshold, title=title))
-        if args.compare_tde:
-            set_tde(predictor.model, False)
+        for on, title in settings:
+            set_tde(predictor.model, on)
             panels.append(draw(rgb, metadata, predictor(image)["instances"],
-                               threshold=args.confidence_threshold, title="no TDE (eq. 7)"))
-            set_tde(predictor.model, cfg.MODEL.TDE.TEST_TDE)
+                               threshold=args.confidence_threshold, title=title))
+        set_tde(predictor.model, cfg.MODEL.TDE.TEST_TDE)
         height = max(p.shape[0] for p in panels)
         panels = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0)), constant_values=255)
                   for p in panels]
@@ -126,8 +149,23 @@ def main(args) -> int:
     return written
 
 
+def is_config_key(arg: str, cfg: CfgNode) -> bool:
+    """Whether ``arg`` is a KEY of a trailing KEY VALUE override rather than an --input: it
+    names a key of ``cfg`` (so it contains a dot) and is no existing path."""
+    if "." not in arg or os.path.exists(arg):
+        return False
+    node = cfg
+    for part in arg.split("."):
+        if not isinstance(node, CfgNode) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    keys = get_cfg()
+    add_tde_config(keys)
     # Tool options may also follow the trailing KEY VALUE overrides.
     flags = {"--show-gt", "--compare-tde"}
     valued = {"--dataset", "--output", "--confidence-threshold", "--max-images", "--format"}
@@ -140,7 +178,8 @@ def parse_args(argv=None):
             i += 1
         elif argv[i] == "--input":
             j = i + 1
-            while j < len(argv) and not argv[j].startswith("--") and not argv[j].isupper():
+            while j < len(argv) and not argv[j].startswith("--") \
+                    and not is_config_key(argv[j], keys):
                 j += 1
             front += argv[i:j]
             i = j - 1

@@ -20,7 +20,9 @@ from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 from .head_direction_hook import HeadDirectionLogger
 
 __all__ = ["build_train_loader", "build_test_loader", "build_evaluator", "build_hooks",
-           "check_num_classes"]
+           "check_num_classes", "untrained_frozen_backbone_warning"]
+
+logger = logging.getLogger(__name__)
 
 
 def _prepare(cfg: CfgNode) -> None:
@@ -76,9 +78,32 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str
                      f"datasets (register LVIS-format data with DATASETS.LVIS_CUSTOM.*)")
 
 
+def untrained_frozen_backbone_warning(cfg: CfgNode) -> Optional[str]:
+    """A warning when training starts from no weights (``MODEL.WEIGHTS ""``) with parts of the
+    backbone frozen (``MODEL.BACKBONE.FREEZE_AT`` > 0 or ``FrozenBN``): they would stay at their
+    random initialisation for the whole run. None when the set-up is fine."""
+    if cfg.MODEL.WEIGHTS:
+        return None
+    frozen = []
+    if cfg.MODEL.BACKBONE.FREEZE_AT > 0:
+        frozen.append(f"MODEL.BACKBONE.FREEZE_AT {cfg.MODEL.BACKBONE.FREEZE_AT}")
+    if "resnet" in cfg.MODEL.BACKBONE.NAME and cfg.MODEL.RESNETS.NORM == "FrozenBN":
+        frozen.append("MODEL.RESNETS.NORM FrozenBN")
+    if not frozen:
+        return None
+    return (f"Training from random weights (MODEL.WEIGHTS is empty) with {' and '.join(frozen)}: "
+            f"the frozen layers keep their random initialisation. Set MODEL.WEIGHTS to ImageNet "
+            f"weights (e.g. detectron2://ImageNetPretrained/MSRA/R-101.pkl), or train from scratch "
+            f"with MODEL.BACKBONE.FREEZE_AT 0 and MODEL.RESNETS.NORM BN/SyncBN/GN.")
+
+
 def build_hooks(cfg: CfgNode, trainer) -> List[HookBase]:
     """The head-direction logger, over every TDE box predictor of the model (cascade stage
-    order), unless ``MODEL.TDE.LOG_PERIOD`` is 0 or the model has none."""
+    order), unless ``MODEL.TDE.LOG_PERIOD`` is 0 or the model has none. Warns (once, at the
+    start of training) about a frozen backbone that was never loaded."""
+    warning = untrained_frozen_backbone_warning(cfg)
+    if warning:
+        logger.warning(warning)
     predictors = [m for m in trainer.model.modules() if isinstance(m, TDEFastRCNNOutputLayers)]
     if cfg.MODEL.TDE.LOG_PERIOD <= 0 or not predictors:
         return []

@@ -4,8 +4,10 @@ Eq. 8 is linear in alpha before the softmax: TDE(alpha) = z - alpha * B, with z 
 logits and B the alpha-free TDE term (``tde_det.layers.tde_bias_logits``). One pass over a
 split caches z and B per image; every alpha is then scored from the cache with the same metric
 code as :class:`~tde_det.evaluation.ClassificationEvaluator`, so a row equals what
-``--eval-only MODEL.TDE.ALPHA <alpha>`` reports.
+``--eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>`` reports: sweeping alpha means
+evaluating with TDE, whatever the config's ``MODEL.TDE.TEST_TDE`` (alpha = 0 is eq. 7).
 """
+import logging
 import math
 from dataclasses import dataclass
 from numbers import Real
@@ -20,8 +22,13 @@ from tde_det.layers import tde_bias_logits
 
 from .classification_evaluation import accuracy_metrics
 
-__all__ = ["ClassificationCache", "best_alpha", "check_alphas", "collect_classification_cache",
-           "sweep_classification", "sweep_classification_dataset"]
+__all__ = ["ClassificationCache", "alpha_override", "best_alpha", "check_alphas",
+           "check_sweep_config", "collect_classification_cache", "sweep_classification",
+           "sweep_classification_dataset"]
+
+logger = logging.getLogger(__name__)
+LINEAR_ERROR = ("TDE (eq. 8) is not defined for MODEL.TDE.CLASSIFIER 'linear': there is no alpha "
+                "to sweep (use cosine, capsule or deconfound)")
 
 
 @dataclass
@@ -51,6 +58,22 @@ def check_alphas(alphas: Iterable[float]) -> List[float]:
     if not out:
         raise ValueError("no alpha to sweep: give at least one (e.g. --alphas 0 0.5 1 1.5 2 3)")
     return out
+
+
+def check_sweep_config(cfg) -> None:
+    """A clear error for a linear classifier; a log line when the config evaluates without TDE
+    (``MODEL.TDE.TEST_TDE False``): the sweep evaluates every alpha with TDE on."""
+    if cfg.MODEL.TDE.CLASSIFIER == "linear":
+        raise ValueError(LINEAR_ERROR)
+    if not cfg.MODEL.TDE.TEST_TDE:
+        logger.info("the config has MODEL.TDE.TEST_TDE False; the alpha sweep evaluates with TDE, "
+                    "each alpha as --eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>")
+
+
+def alpha_override(cfg, alpha: float) -> str:
+    """The KEY VALUE overrides that evaluate ``cfg`` as the sweep's row for ``alpha``."""
+    tde = "" if cfg.MODEL.TDE.TEST_TDE else "MODEL.TDE.TEST_TDE True "
+    return f"{tde}MODEL.TDE.ALPHA {alpha:g}"
 
 
 @torch.no_grad()
@@ -122,7 +145,10 @@ def best_alpha(rows: Sequence[Dict], metric: str = "top1") -> Dict:
 
 def sweep_classification_dataset(cfg, model, dataset_name: str, alphas: Sequence[float],
                                  data_loader=None) -> Tuple[List[Dict], ClassificationCache]:
-    """Sweep ``alphas`` on a registered split with the config's loader, groups and top-k."""
+    """Sweep ``alphas`` on a registered split with the config's loader, groups and top-k (TDE on
+    for every alpha, whatever ``MODEL.TDE.TEST_TDE``; a linear classifier only with alpha 0)."""
+    if model.classifier.kind == "linear" and any(a > 0 for a in check_alphas(alphas)):
+        raise ValueError(LINEAR_ERROR)
     if data_loader is None:
         from tde_det.engine.trainer import Trainer  # the engine imports this package
 

@@ -4,6 +4,7 @@ import csv
 import itertools
 import json
 import logging
+import math
 import os
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence
@@ -59,7 +60,8 @@ class ClassificationEvaluator(DatasetEvaluator):
     when the model applied TDE, the same keys with the suffix "_no_tde" (eq. 7 logits of the same
     forward pass)}}`` in percent. Unsuffixed keys are the model's prediction (eq. 8 when TDE is
     applied, else eq. 7). Writes ``per_class_accuracy_<dataset>.csv`` and
-    ``classification_<dataset>.json`` to ``output_dir`` and logs a table.
+    ``classification_<dataset>.json`` to ``output_dir`` and logs a table. An empty group's
+    accuracy is NaN in the returned dict and null in the json file.
     """
 
     def __init__(self, dataset_name: str, *, distributed: bool = True,
@@ -132,16 +134,26 @@ class ClassificationEvaluator(DatasetEvaluator):
                                  self.num_classes)
             per_class[suffix] = m.pop("per_class")
             results.update({k + suffix: float(v) for k, v in m.items()})
-        self._log_table(results, tde, len(labels))
+        num_images = np.bincount(labels, minlength=self.num_classes)
+        self._log_table(results, tde, num_images)
         if self._output_dir:
-            self._save(results, per_class, np.bincount(labels, minlength=self.num_classes))
+            self._save(results, per_class, num_images)
         return {"classification": results}
 
-    def _log_table(self, results: Dict, tde: bool, num_images: int):
+    def _group_sizes(self, num_images: np.ndarray) -> Dict[str, Dict[str, int]]:
+        """Per group: its classes, and those with an evaluation image (the ones averaged)."""
+        groups = np.asarray(self.groups)
+        return {g: {"classes": int((groups == g).sum()),
+                    "evaluated": int(((groups == g) & (num_images > 0)).sum())}
+                for g in SHOT_GROUPS}
+
+    def _log_table(self, results: Dict, tde: bool, num_images: np.ndarray):
         k = f"top{self.topk}"
-        n_groups = {g: self.groups.count(g) for g in SHOT_GROUPS}
-        header = ["prediction"] + [f"{g} ({n_groups[g]} cls)" for g in SHOT_GROUPS] + \
-            ["overall top-1", k]
+        sizes = self._group_sizes(num_images)
+        header = ["prediction"] + [
+            f"{g} ({s['evaluated']} cls)" if s["evaluated"] == s["classes"]
+            else f"{g} ({s['evaluated']} of {s['classes']} cls)" for g, s in sizes.items()
+        ] + ["overall top-1", k]
         rows = []
         for suffix, name in ([("", f"TDE (eq. 8, alpha={self._alpha})" if self._alpha is not None
                                else "TDE (eq. 8)"), ("_no_tde", "no TDE (eq. 7)")] if tde
@@ -150,7 +162,8 @@ class ClassificationEvaluator(DatasetEvaluator):
                         + [results["top1" + suffix], results[k + suffix]])
         table = tabulate(rows, headers=header, tablefmt="pipe", floatfmt=".2f",
                          numalign="left")
-        logger.info(f"Accuracy (%) on {self.dataset_name} ({num_images} images):\n" + table)
+        logger.info(f"Accuracy (%) on {self.dataset_name} ({int(num_images.sum())} images):\n"
+                    + table)
 
     def _save(self, results: Dict, per_class: Dict, num_images: np.ndarray):
         os.makedirs(self._output_dir, exist_ok=True)
@@ -163,9 +176,13 @@ class ClassificationEvaluator(DatasetEvaluator):
             for c in range(self.num_classes):
                 w.writerow([c, self.class_names[c], int(self.train_counts[c]), self.groups[c],
                             int(num_images[c])] + [f"{per_class[s][c]:.4f}" for s in suffixes])
+        sizes = self._group_sizes(num_images)
         with open(os.path.join(self._output_dir,
                                f"classification_{self.dataset_name}.json"), "w") as f:
-            json.dump({"dataset": self.dataset_name, "alpha": self._alpha, "results": results,
-                       "num_classes_per_group": {g: self.groups.count(g) for g in SHOT_GROUPS}},
-                      f, indent=2)
+            json.dump({"dataset": self.dataset_name, "alpha": self._alpha,
+                       "results": {k: None if math.isnan(v) else v for k, v in results.items()},
+                       "num_classes_per_group": {g: s["classes"] for g, s in sizes.items()},
+                       "num_evaluated_classes_per_group": {g: s["evaluated"]
+                                                           for g, s in sizes.items()}},
+                      f, indent=2, allow_nan=False)
         logger.info(f"Per-class accuracy written to {path}")

@@ -7,7 +7,9 @@ these cached per-stage tensors: per-stage probabilities with that alpha (the pre
 ``predict_probs``: eq. 9, softmax of eq. 8, or softmax of eq. 7 for alpha = 0), the cascade
 average, Detectron2's ``fast_rcnn_inference`` on the last stage's boxes (box regression does not
 depend on alpha), then the mask head on that alpha's detections and one evaluator per alpha.
-Each alpha's results equal those of ``--eval-only MODEL.TDE.ALPHA <alpha>``.
+Each alpha's results equal those of ``--eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA
+<alpha>``: sweeping alpha means evaluating with TDE, whatever the predictors' ``test_tde``
+(``MODEL.TDE.TEST_TDE``), which is restored afterwards.
 """
 from contextlib import contextmanager
 from typing import Callable, Dict, List, Sequence
@@ -18,7 +20,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEClassLogits
 
-from .alpha_sweep import check_alphas
+from .alpha_sweep import LINEAR_ERROR, check_alphas
 
 __all__ = ["DetectionAlphaSweep"]
 
@@ -45,7 +47,8 @@ def _recording_stages(roi_heads: TDECascadeROIHeads, record: List):
 
 
 class DetectionAlphaSweep:
-    """Score several alphas of a ``GeneralizedRCNN`` with ``TDECascadeROIHeads``.
+    """Score several alphas of a ``GeneralizedRCNN`` with ``TDECascadeROIHeads``, with TDE on
+    for every alpha (as ``MODEL.TDE.TEST_TDE True``, whatever the model's setting).
 
     ``process(batched_inputs)`` runs the network once and feeds one evaluator per alpha;
     ``evaluate()`` returns ``{alpha: evaluator results}``.
@@ -59,8 +62,7 @@ class DetectionAlphaSweep:
                              f"{type(roi_heads).__name__}")
         kinds = {p.cls_score.kind for p in roi_heads.box_predictor}
         if "linear" in kinds:
-            raise ValueError("TDE (eq. 8) is not defined for MODEL.TDE.CLASSIFIER 'linear': "
-                             "there is no alpha to sweep")
+            raise ValueError(LINEAR_ERROR)
         self.model = model
         self.alphas = check_alphas(alphas)
         self.evaluators = {a: make_evaluator(a) for a in self.alphas}

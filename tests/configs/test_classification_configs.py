@@ -6,7 +6,9 @@ import re
 import pytest
 import torch
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from detectron2.modeling.backbone import ResNet
 
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
@@ -34,7 +36,8 @@ def test_the_required_configs_exist():
     for name in ["imagenet_lt_baseline.yaml", "imagenet_lt_cosine.yaml",
                  "imagenet_lt_capsule.yaml", "imagenet_lt_deconfound.yaml",
                  "imagenet_lt_cosine_tde.yaml", "imagenet_lt_capsule_tde.yaml",
-                 "imagenet_lt_tde.yaml", "imagenet_lt_x101_tde.yaml"] + [
+                 "imagenet_lt_tde.yaml", "imagenet_lt_x101_tde.yaml", "imagenet_lt_r50_tde.yaml",
+                 "imagenet_lt_r101_tde.yaml"] + [
             f"cifar{c}_lt_r{r}_tde.yaml" for c in (10, 100) for r in (10, 50, 100)]:
         assert name in CONFIGS
 
@@ -54,8 +57,13 @@ def test_config_builds_a_model(name):
         assert not tde.TEST_TDE
     if "imagenet" in name.lower():
         x101 = "X101" in name or "x101" in name
-        assert cfg.MODEL.RESNETS.DEPTH == (101 if x101 else 50)
-        assert (cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP) == (32, 4)
+        plain = re.match(r"imagenet_lt_r(50|101)_", name)  # plain ResNet, else ResNeXt 32x4d
+        depth = int(plain.group(1)) if plain else 101 if x101 else 50
+        assert cfg.MODEL.RESNETS.DEPTH == depth
+        assert (cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP) == \
+            ((1, 64) if plain else (32, 4))
+        assert cfg.DATASETS.TRAIN == ("imagenet_lt_train",)
+        assert set(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST) <= set(DatasetCatalog.list())
         assert not cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.BACKBONE.FREEZE_AT == 0
         assert model.classifier.in_features == 2048
         assert (tde.NUM_HEADS, tde.GAMMA) == ((4, 1 / 64) if x101 else (2, 1 / 32))
@@ -81,6 +89,29 @@ def test_imagenet_lt_tde_is_deconfound_tde_resnext50_alpha_3():
     cfg = load("imagenet_lt_tde.yaml")
     assert cfg.MODEL.TDE.CLASSIFIER == "deconfound" and cfg.MODEL.TDE.TEST_TDE
     assert cfg.MODEL.TDE.ALPHA == 3.0 and cfg.MODEL.RESNETS.DEPTH == 50
+
+
+@pytest.mark.parametrize("depth, res4_blocks", [(50, 6), (101, 23)])
+def test_plain_resnet_configs_build_detectron2_resnets(depth, res4_blocks):
+    cfg = load(f"imagenet_lt_r{depth}_tde.yaml")
+    assert cfg.MODEL.TDE.CLASSIFIER == "deconfound" and cfg.MODEL.TDE.TEST_TDE
+    assert cfg.MODEL.TDE.ALPHA == 3.0 and cfg.OUTPUT_DIR == f"output/imagenet_lt_r{depth}_tde"
+    model = build_model(cfg)
+    backbone = model.backbone
+    assert isinstance(backbone, ResNet) and len(backbone.res4) == res4_blocks
+    assert all(m.groups == 1 for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert backbone.res2[0].conv2.out_channels == 64  # bottleneck width 1 x 64
+    assert backbone.output_shape()["res5"].channels == model.classifier.in_features == 2048
+    batch = [{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8), "label": i}
+             for i in range(2)]
+    assert torch.isfinite(model.train()(batch)["loss_cls"])  # also sets the head direction
+    out = model.eval()(batch)
+    assert out[0]["tde"] and out[0]["logits"].shape == (1000,)
+
+
+def test_resnext_configs_are_grouped():
+    backbone = build_model(load("imagenet_lt_tde.yaml")).backbone
+    assert backbone.res2[0].conv2.groups == 32 and backbone.res2[0].conv2.out_channels == 128
 
 
 def test_cifar_config_runs_a_training_and_an_inference_step():

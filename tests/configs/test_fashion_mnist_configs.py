@@ -2,6 +2,7 @@
 import glob
 import os
 
+import numpy as np
 import pytest
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
@@ -39,3 +40,21 @@ def test_config_builds(name):
         assert model.classifier.kind == "linear" and not cfg.MODEL.TDE.TEST_TDE
     for ds in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST:
         assert ds in DatasetCatalog.list()
+
+
+@pytest.mark.parametrize("name", [c for c in CONFIGS if not c.startswith("Base-")])
+def test_every_shot_group_has_classes(name):
+    """The many / medium / few thresholds of each ratio's configs leave every group non-empty
+    (the counts come from the real split code, on Fashion-MNIST's 6,000 images per class)."""
+    from tde_det.data.classification.fashion_mnist import fashion_mnist_lt_splits
+
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(os.path.join(CONFIG_DIR, name))
+    ratio = int(name.split("_r")[1].split("_")[0])
+    labels = np.repeat(np.arange(10), 6000)
+    train, _, _ = fashion_mnist_lt_splits(labels, ratio, seed=0, val_per_class=100)
+    counts = np.bincount(labels[train], minlength=10)
+    c = cfg.TEST.CLASSIFICATION
+    many, few = counts > c.MANY_THRESHOLD, counts < c.FEW_THRESHOLD
+    assert many.sum() >= 2 and few.sum() >= 2 and (~many & ~few).sum() >= 2, (counts, c)

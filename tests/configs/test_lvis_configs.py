@@ -64,6 +64,17 @@ def test_config_builds(name):
     assert cfg.MODEL.RESNETS.DEPTH == depth
     assert (cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP) == \
         ((64, 4) if "x101" in name else (1, 64))
+    # ImageNet weights: Detectron2's MSRA R-50 / R-101 (Caffe2, BGR); X101-64x4d has none on
+    # Detectron2's server, so those configs take converted torchvision weights (RGB, torchvision
+    # mean / std, stride in the 3x3 conv) that the user sets.
+    if "x101" in name:
+        assert cfg.MODEL.WEIGHTS == "" and cfg.INPUT.FORMAT == "RGB"
+        assert not cfg.MODEL.RESNETS.STRIDE_IN_1X1
+        assert cfg.MODEL.PIXEL_MEAN == [123.675, 116.280, 103.530]
+        assert cfg.MODEL.PIXEL_STD == [58.395, 57.120, 57.375]
+    else:
+        assert cfg.MODEL.WEIGHTS == f"detectron2://ImageNetPretrained/MSRA/R-{depth}.pkl"
+        assert cfg.INPUT.FORMAT == "BGR" and cfg.MODEL.RESNETS.STRIDE_IN_1X1
 
 
 def test_paper_model_settings():
@@ -82,6 +93,5 @@ def test_paper_model_settings():
     assert cfg.INPUT.RANDOM_FLIP == "horizontal"
     assert cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler"  # no repeat-factor sampling
     assert cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST == 0.5 and cfg.TEST.DETECTIONS_PER_IMAGE == 300
-    assert cfg.MODEL.WEIGHTS == ""
     v05 = load("lvis_v0.5_cascade_tde.yaml").SOLVER
     assert v05.MAX_ITER == 71579 and v05.STEPS == (57263, 68000)

@@ -1,4 +1,5 @@
 """The detection task's evaluator choice, class-count check and head-direction logging hook."""
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -107,3 +108,16 @@ def test_repeat_factor_sampler_from_the_config(tiny, tmp_path):
     assert sampler._int_part.max() >= 1 and (sampler._int_part + sampler._frac_part).max() > 1
     batch = next(iter(loader))
     assert len(batch) == 2 and all("instances" in d for d in batch)
+
+
+def test_warns_when_a_frozen_backbone_would_stay_random(tmp_path):
+    cfg = cfg_for(tmp_path)
+    cfg.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "configs", "lvis_cascade_tde.yaml"))
+    assert detection_task.untrained_frozen_backbone_warning(cfg) is None  # ImageNet weights
+    cfg.MODEL.WEIGHTS = ""
+    msg = detection_task.untrained_frozen_backbone_warning(cfg)
+    assert "MODEL.WEIGHTS is empty" in msg and "MODEL.BACKBONE.FREEZE_AT 2" in msg
+    assert "MODEL.RESNETS.NORM FrozenBN" in msg
+    cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.RESNETS.NORM = 0, "BN"  # from scratch, all trained
+    assert detection_task.untrained_frozen_backbone_warning(cfg) is None

@@ -113,6 +113,12 @@ def test_tde_off_and_alpha_zero_give_the_same_deconfound_scores(trained):
     with open(os.path.join(out + "_zero", "inference", "lvis_instances_results.json")) as f:
         b = json.load(f)
     assert len(a) > 0 and [d["score"] for d in a] == [d["score"] for d in b]
+    # ... and TDE on (alpha 1.5 of the config) does change them: the head directions were
+    # loaded from MODEL.WEIGHTS (a zero x_bar would make TDE a no-op).
+    train_net("--eval-only", *tiny_overrides(paths, out + "_on"), *weights)
+    with open(os.path.join(out + "_on", "inference", "lvis_instances_results.json")) as f:
+        on = json.load(f)
+    assert [d["score"] for d in on] != [d["score"] for d in a]
 
 
 def test_resume_continues_and_restores_the_head_directions(trained, tmp_path):

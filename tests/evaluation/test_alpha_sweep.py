@@ -13,8 +13,10 @@ from tde_det.data.classification.synthetic import write_fashion_mnist_idx
 from tde_det.engine import Trainer
 from tde_det.evaluation.alpha_sweep import (
     ClassificationCache,
+    alpha_override,
     best_alpha,
     check_alphas,
+    check_sweep_config,
     collect_classification_cache,
     sweep_classification,
     sweep_classification_dataset,
@@ -102,3 +104,47 @@ def test_the_network_runs_once(trained, monkeypatch):
     cache = collect_classification_cache(model, loader)
     rows = sweep_classification(cache, np.linspace(0, 3, 31).tolist(), [40] * 10, 20, 8, 2)
     assert sum(calls) == 120 and len(rows) == 31
+
+
+def test_sweeping_means_tde_on_whatever_test_tde(trained, monkeypatch):
+    """A config with MODEL.TDE.TEST_TDE False: each row equals eval-only with TEST_TDE True."""
+    from tde_det.evaluation import alpha_sweep
+
+    cfg, model = trained
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.TDE.TEST_TDE = False
+    logged = []
+    monkeypatch.setattr(alpha_sweep.logger, "info", lambda msg, *a: logged.append(msg))
+    check_sweep_config(cfg)
+    assert "MODEL.TDE.TEST_TDE True" in logged[0]
+    assert alpha_override(cfg, 1.5) == "MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA 1.5"
+    cfg.MODEL.TDE.TEST_TDE = True
+    assert alpha_override(cfg, 0.25) == "MODEL.TDE.ALPHA 0.25"
+    cfg.MODEL.TDE.TEST_TDE = False
+    model.test_tde = False
+    try:
+        rows, _ = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0, 3.0])
+        plain = Trainer.test(cfg, model)["classification"]
+        model.test_tde, model.alpha = True, 3.0
+        tde = Trainer.test(cfg, model)["classification"]
+    finally:
+        model.test_tde, model.alpha = True, cfg.MODEL.TDE.ALPHA
+    assert rows[0]["per_class"] != rows[1]["per_class"]  # TDE matters, so this could fail
+    for row, result in zip(rows, (plain, tde)):
+        for key in ("top1", "many", "medium", "few"):
+            assert row[key] == pytest.approx(result[key], abs=1e-9, nan_ok=True), (row, key)
+
+
+def test_a_linear_classifier_is_refused(trained):
+    cfg = trained[0].clone()
+    cfg.defrost()
+    cfg.MODEL.TDE.CLASSIFIER, cfg.MODEL.TDE.TEST_TDE = "linear", False
+    with pytest.raises(ValueError, match="MODEL.TDE.CLASSIFIER 'linear'"):
+        check_sweep_config(cfg)
+    model = Trainer.build_model(cfg)
+    with pytest.raises(ValueError, match="MODEL.TDE.CLASSIFIER 'linear'"):
+        sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0, 1.0], data_loader=[])
+    # alpha = 0 is eq. 7, defined for a linear classifier (tools/benchmark_real_lt.py uses it).
+    (row,), _ = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0])
+    assert row["alpha"] == 0.0 and 0 <= row["top1"] <= 100

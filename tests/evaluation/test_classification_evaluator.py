@@ -6,7 +6,9 @@ import logging
 import numpy as np
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import print_csv_format, verify_results
 
 from tde_det.evaluation import ClassificationEvaluator, accuracy_metrics
 
@@ -71,7 +73,8 @@ def test_evaluator_with_and_without_tde_from_one_pass(dataset, tmp_path):
         assert res[k] == pytest.approx(v)
         assert res[k + "_no_tde"] == pytest.approx(EXPECTED_NO_TDE[k])
     table = "\n".join(r.getMessage() for r in records)
-    for text in ("many (1 cls)", "medium (1 cls)", "few (2 cls)", "overall top-1",
+    # class 3 (few) has no evaluation image: the few accuracy averages 1 of its 2 classes
+    for text in ("many (1 cls)", "medium (1 cls)", "few (1 of 2 cls)", "overall top-1",
                  "TDE (eq. 8, alpha=3.0)", "no TDE (eq. 7)", "87.50", "62.50"):
         assert text in table
     rows = list(csv.DictReader(open(tmp_path / f"per_class_accuracy_{dataset}.csv")))
@@ -81,6 +84,28 @@ def test_evaluator_with_and_without_tde_from_one_pass(dataset, tmp_path):
     assert rows[3]["top1"] == "nan" and rows[1]["class_name"] == "b"
     saved = json.load(open(tmp_path / f"classification_{dataset}.json"))
     assert saved["results"]["top1_no_tde"] == 62.5
+    assert saved["num_classes_per_group"] == {"many": 1, "medium": 1, "few": 2}
+    assert saved["num_evaluated_classes_per_group"] == {"many": 1, "medium": 1, "few": 1}
+
+
+def test_an_empty_group_is_nan_in_results_and_null_in_the_json(dataset, tmp_path):
+    # many > 200: no class is "many"; classes 0 and 1 are medium, 2 and 3 few.
+    ev = ClassificationEvaluator(dataset, distributed=False, output_dir=str(tmp_path),
+                                 many_threshold=200, topk=2)
+    for label, tde, _ in IMAGES:
+        ev.process([{"label": label}], [{"logits": logits(tde), "tde": False}])
+    results = ev.evaluate()
+    res = results["classification"]
+    assert np.isnan(res["many"]) and res["medium"] == pytest.approx(62.5)
+    text = (tmp_path / f"classification_{dataset}.json").read_text()
+    assert "NaN" not in text
+    saved = json.loads(text)
+    assert saved["results"]["many"] is None and saved["results"]["few"] == 100.0
+    assert saved["num_evaluated_classes_per_group"] == {"many": 0, "medium": 2, "few": 1}
+    print_csv_format(results)  # Detectron2's consumers take the NaN
+    cfg = get_cfg()
+    cfg.TEST.EXPECTED_RESULTS = [["classification", "medium", 62.5, 0.01]]
+    assert verify_results(cfg, results)
 
 
 def test_evaluator_without_tde_reports_one_set(dataset):

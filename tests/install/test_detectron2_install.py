@@ -1,21 +1,35 @@
 """The Detectron2 that install.sh leaves behind: an ordinary distribution whose compiled ops,
 if it has none, fail with a message that names the op and says how to get it."""
 import importlib.metadata
+import os
 import subprocess
 import sys
 
 import pytest
 
+import detectron2
 from detectron2 import _C
 
 STANDIN = getattr(_C, "TDE_DET_STANDIN", False)
 
 
 def test_detectron2_is_an_installed_distribution():
+    """pip knows the detectron2 that is imported: ``pip show`` lists it, its RECORD holds every
+    module of the imported package (so ``pip uninstall`` removes them), and pip installed it
+    (not files copied into site-packages by hand)."""
     dist = importlib.metadata.distribution("detectron2")
-    assert dist.version.startswith("0.") or dist.version[0].isdigit()
     files = {str(f) for f in dist.files or []}
-    assert "detectron2/__init__.py" in files
+    package_dir = os.path.dirname(detectron2.__file__)
+    site = os.path.dirname(package_dir)
+    on_disk = {os.path.relpath(os.path.join(root, f), site).replace(os.sep, "/")
+               for root, _, names in os.walk(package_dir) for f in names if f.endswith(".py")}
+    assert on_disk and on_disk <= files, sorted(on_disk - files)[:10]
+    assert os.path.samefile(dist.locate_file("detectron2/__init__.py"), detectron2.__file__)
+    assert (dist.read_text("INSTALLER") or "").strip() == "pip"
+    show = subprocess.run([sys.executable, "-m", "pip", "show", "-f", "detectron2"],
+                          capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0, show.stderr
+    assert f"Version: {dist.version}" in show.stdout and f"Location: {site}" in show.stdout
     if STANDIN:
         assert dist.version == "0.6+nocsrc"
         assert "detectron2/_C.py" in files
@@ -50,3 +64,24 @@ def test_pip_check_is_clean():
         [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(sys.prefix, "pyvenv.cfg")),
+                    reason="not running from a virtualenv that install.sh could reuse")
+def test_install_sh_again_keeps_everything():
+    """install.sh is idempotent: run again on the environment running the tests, it installs
+    nothing (same distributions, same versions) and takes the fast path for every step."""
+    freeze = [sys.executable, "-m", "pip", "freeze", "--all"]
+    before = subprocess.run(freeze, capture_output=True, text=True, timeout=120).stdout
+    run = subprocess.run(["bash", os.path.join(REPO, "install.sh")], capture_output=True,
+                         text=True, timeout=600, env=dict(os.environ, TDE_VENV=sys.prefix))
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert "[install.sh] ready" in out
+    assert "installing torch" not in out and "creating virtualenv" not in out
+    assert "installing Detectron2" not in out and "installing tde-det" not in out
+    after = subprocess.run(freeze, capture_output=True, text=True, timeout=120).stdout
+    assert after == before

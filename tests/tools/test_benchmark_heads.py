@@ -14,7 +14,10 @@ def test_quick_run_prints_ratios():
                           capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for measure in ("inference per image (s)", "training step (s)", "peak memory (MiB)"):
+    for measure in ("inference per image (s)", "training step (s)",
+                    "peak memory over baseline (MiB)"):
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(f"| {measure}"))
         assert re.search(r"\| \d+\.\d+x \| <= 1\.0[23]x (ok|MISSED) \|$", line), line
+        stock, tde = (float(v) for v in line.split("|")[2:4])
+        assert stock > 0 and tde > 0  # the heads' own memory, above the process baseline
     assert "50 / 50 detections" in proc.stdout  # both heads send the same boxes to the mask head

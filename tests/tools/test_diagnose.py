@@ -12,6 +12,7 @@ from detectron2.config import get_cfg
 from tools_helpers import REPO
 from tde_det import add_tde_config
 from tde_det.data.classification import register_fashion_mnist_lt
+from tde_det.data.classification.fashion_mnist import FASHION_MNIST_CLASSES
 from tde_det.data.classification.synthetic import write_fashion_mnist_idx
 from tde_det.engine import Trainer
 from tde_det.evaluation.diagnostics import (
@@ -66,6 +67,7 @@ def test_per_class_diagnostics_of_a_classifier(tmp_path):
     rows = diagnose.diagnose_classifier(cfg, "diag_fm_r10_test", str(tmp_path / "diag"))
     counts = [r["train_count"] for r in rows]
     assert counts == sorted(counts, reverse=True) and len(rows) == 10
+    assert all(r["class"] == FASHION_MNIST_CLASSES[r["class_id"]] for r in rows)  # names
     with open(tmp_path / "diag" / "per_class.csv") as f:
         table = list(csv.DictReader(f))
     assert {"feature_norm", "cos_head_direction", "weight_norm", "accuracy_no_tde",
@@ -73,6 +75,10 @@ def test_per_class_diagnostics_of_a_classifier(tmp_path):
     assert all(np.isfinite(float(r["feature_norm"])) and np.isfinite(float(r["weight_norm"]))
                for r in table)
     assert (tmp_path / "diag" / "per_class.png").stat().st_size > 1000
+    # A linear classifier (the same weights): TDE does not apply, so there is no TDE column.
+    cfg.MODEL.TDE.CLASSIFIER, cfg.MODEL.TDE.TEST_TDE = "linear", False
+    rows = diagnose.diagnose_classifier(cfg, "diag_fm_r10_test", str(tmp_path / "diag_linear"))
+    assert len(rows) == 10 and not any("_tde_alpha_" in k for k in rows[0])
 
 
 def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path):
@@ -97,3 +103,16 @@ def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path):
     assert np.nanmean(per_class) == pytest.approx(overall, abs=1e-6)
     header = (tmp_path / "diag" / "per_class.csv").read_text().splitlines()[0]
     assert "segm_AP_tde_alpha_1.5" in header and "cos_head_direction_stage1" in header
+
+
+def test_linear_detector_has_no_tde_column(tiny_detector, tmp_path):
+    cfg, _, _, weights = tiny_detector
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS, cfg.DATASETS.TEST = weights, ("tools_lvis_val",)
+    cfg.MODEL.TDE.CLASSIFIER, cfg.MODEL.TDE.TEST_TDE = "linear", False
+    cfg.OUTPUT_DIR = str(tmp_path / "eval")
+    rows = diagnose.diagnose_detector(cfg, "tools_lvis_val", str(tmp_path / "diag"))
+    assert len(rows) == 6 and "segm_AP_no_tde" in rows[0]
+    assert not any("_tde_alpha_" in k for k in rows[0])
+    assert not (tmp_path / "diag" / "tde").exists()  # no evaluation with TDE was attempted

@@ -83,3 +83,28 @@ def test_cli_on_a_classifier_writes_table_files_and_best_alpha(tmp_path):
     header = (out / "alpha_sweep.csv").read_text().splitlines()[0].split(",")
     assert {"alpha", "top1", "many", "medium", "few"} <= set(header)
     assert (out / "alpha_sweep.png").stat().st_size > 1000
+
+
+def test_detection_sweep_evaluates_with_tde_when_test_tde_is_off(tiny_detector, tmp_path):
+    """Sweeping alpha means TDE on: with test_tde False (MODEL.TDE.TEST_TDE False) the row equals
+    eval-only with TEST_TDE True, and test_tde is False again afterwards."""
+    cfg, model = tiny_detector[:2]
+    predictors = model.roi_heads.box_predictor
+    c = cfg.clone()
+    c.defrost()
+    c.DATASETS.TEST = ("tools_lvis_val",)
+    try:
+        for p in predictors:
+            p.test_tde, p.alpha = False, 1.5
+        sweep = DetectionAlphaSweep(model, [1.5], lambda a: Trainer.build_evaluator(
+            cfg, "tools_lvis_val", str(tmp_path / "sweep")))
+        for batch in Trainer.build_test_loader(cfg, "tools_lvis_val"):
+            sweep.process(batch)
+        assert all(not p.test_tde for p in predictors)
+        for p in predictors:
+            p.test_tde = True
+        c.OUTPUT_DIR = str(tmp_path / "eval")
+        assert sweep.evaluate()[1.5] == Trainer.test(c, model)
+    finally:
+        for p in predictors:
+            p.test_tde, p.alpha = True, 1.5

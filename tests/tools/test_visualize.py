@@ -45,3 +45,50 @@ def test_folder_input_skips_an_unreadable_image(tiny_detector, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped 1 unreadable" in proc.stdout and os.listdir(out) == ["good.png"]
     assert "broken.png" in proc.stderr + proc.stdout
+
+
+def _tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("visualize", os.path.join(REPO, "tools",
+                                                                            "visualize.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_inputs_and_trailing_overrides_are_split_by_config_keys(tmp_path, monkeypatch):
+    visualize = _tool()
+    upper = tmp_path / "IMG_01.JPG"  # str.isupper() is True for this name
+    upper.write_bytes(b"")
+    args = visualize.parse_args(["--config-file", "c.yaml", "--input", str(upper), "IMG_02.JPG",
+                                 "MODEL.WEIGHTS", "w.pth", "MODEL.TDE.ALPHA", "1", "--show-gt"])
+    assert args.input == [str(upper), "IMG_02.JPG"]
+    assert args.opts == ["MODEL.WEIGHTS", "w.pth", "MODEL.TDE.ALPHA", "1"] and args.show_gt
+    # An existing path is an input even when it spells a config key.
+    key_named = tmp_path / "MODEL.WEIGHTS"
+    key_named.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    args = visualize.parse_args(["--config-file", "c.yaml", "--input", "MODEL.WEIGHTS",
+                                 "MODEL.DEVICE", "cpu"])
+    assert args.input == ["MODEL.WEIGHTS"] and args.opts == ["MODEL.DEVICE", "cpu"]
+
+
+def test_panels_follow_the_config():
+    settings = _tool().panel_settings
+    assert settings(True, 1.5, False) == [(True, "TDE (alpha=1.5)")]
+    assert settings(False, 1.5, False) == [(False, "no TDE")]
+    assert settings(False, 0.5, True) == [(False, "no TDE"), (True, "TDE (alpha=0.5)")]
+
+
+def test_linear_detector_draws_without_tde_and_refuses_the_comparison(tiny_detector, tmp_path):
+    _, _, paths, weights = tiny_detector
+    common = ["--dataset", "tools_lvis_val", "--max-images", "1", "--confidence-threshold", "0.0",
+              "--output", str(tmp_path / "vis"), *lvis_overrides(paths), "MODEL.WEIGHTS",
+              weights, "MODEL.TDE.CLASSIFIER", "linear", "MODEL.TDE.TEST_TDE", "False"]
+    proc = run(*common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote 1 images" in proc.stdout
+    proc = run(*common, "--compare-tde")
+    assert proc.returncode != 0 and "does not apply" in proc.stderr
+    assert "MODEL.TDE.CLASSIFIER 'linear'" in proc.stderr

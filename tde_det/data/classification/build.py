@@ -27,19 +27,36 @@ logger = logging.getLogger(__name__)
 
 def register_split_file_datasets_from_config(cfg) -> None:
     """Register ``<NAME>_{train,val,test}`` from ``cfg.DATASETS.SPLIT_FILE`` (a user's image
-    folder + split files); a no-op when NAME is empty or the names are already registered."""
+    folder + split files); a no-op when NAME is empty.
+
+    Registering the same files again is a no-op; a name already registered otherwise (a built-in
+    dataset, or other files) raises ``ValueError`` before anything is registered.
+    """
     c = cfg.DATASETS.SPLIT_FILE
     if not c.NAME:
         return
-    splits = {"train": c.TRAIN, "val": c.VAL, "test": c.TEST}
     if not c.TRAIN:
         raise ValueError("DATASETS.SPLIT_FILE.TRAIN must be set (its per-class counts define the "
                          "many/medium/few groups)")
     num_classes = c.NUM_CLASSES or max_label(c.TRAIN) + 1
-    for split, path in splits.items():
+    todo = {}
+    for split, path in {"train": c.TRAIN, "val": c.VAL, "test": c.TEST}.items():
         name = f"{c.NAME}_{split}"
-        if not path or name in DatasetCatalog.list():
+        if not path:
             continue
+        if name not in DatasetCatalog.list():
+            todo[name] = path
+            continue
+        meta = MetadataCatalog.get(name)
+        old = (meta.get("split_file"), meta.get("image_root"), meta.get("num_classes"))
+        if old != (path, c.IMAGE_ROOT, num_classes):
+            raise ValueError(
+                f"DATASETS.SPLIT_FILE.NAME {c.NAME!r}: dataset {name!r} is already registered "
+                + (f"with split file {old[0]}, image root {old[1]} and {old[2]} classes"
+                   if old[0] else "(a built-in dataset or one registered from Python)")
+                + f", not {path} under {c.IMAGE_ROOT} with {num_classes} classes; "
+                "choose another NAME")
+    for name, path in todo.items():
         register_split_file_dataset(name, c.IMAGE_ROOT, path, num_classes,
                                     train_dataset=f"{c.NAME}_train")
 

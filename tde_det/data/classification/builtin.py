@@ -10,20 +10,23 @@
       fashion-mnist/                          # optional: the Fashion-MNIST IDX files (else
                                               # DATASETS.FASHION_MNIST.ROOT, else Debian's folder)
 
-Names: ``imagenet_lt_{train,val,test}``; ``cifar10_lt_r{10,50,100}_{train,val,test}`` and
-``cifar100_lt_r{10,50,100}_{train,val,test}`` (r = imbalance ratio);
-``fashion_mnist_lt_r{10,50,100}_s{0..9}_{train,val,test}`` (s = seed of the class order and of
-the image draw, see :mod:`.fashion_mnist`).
+The root is read when a dataset is loaded (not at import), so ``DETECTRON2_DATASETS`` may be
+set after importing. Names: ``imagenet_lt_{train,val,test}``;
+``cifar10_lt_r{10,50,100}_{train,val,test}`` and ``cifar100_lt_r{10,50,100}_{train,val,test}``
+(r = imbalance ratio); ``fashion_mnist_lt_r{10,50,100}_s{0..9}_{train,val,test}`` (s = seed
+of the class order and of the image draw, see :mod:`.fashion_mnist`).
 """
 import os
+from typing import Dict, List, Optional, Tuple
 
 from .cifar import register_cifar_lt
 from .fashion_mnist import register_fashion_mnist_lt
-from .split_file import register_split_file_dataset
+from .long_tailed import datasets_root, register_classification_dataset
+from .split_file import load_split_file
 
-__all__ = ["CIFAR_LT_RATIOS", "CIFAR_VAL_PER_CLASS", "register_all_imagenet_lt",
-           "register_all_cifar_lt", "FASHION_MNIST_LT_SEEDS", "FASHION_MNIST_VAL_PER_CLASS",
-           "register_all_fashion_mnist_lt"]
+__all__ = ["CIFAR_LT_RATIOS", "CIFAR_VAL_PER_CLASS", "imagenet_lt_paths",
+           "register_all_imagenet_lt", "register_all_cifar_lt", "FASHION_MNIST_LT_SEEDS",
+           "FASHION_MNIST_VAL_PER_CLASS", "register_all_fashion_mnist_lt"]
 
 CIFAR_LT_RATIOS = (10, 50, 100)
 # Balanced validation images per class held out from the CIFAR training pool.
@@ -33,16 +36,31 @@ FASHION_MNIST_LT_SEEDS = tuple(range(10))
 FASHION_MNIST_VAL_PER_CLASS = 100
 
 
-def register_all_imagenet_lt(root: str) -> None:
-    image_root = os.path.join(root, "imagenet")
+def imagenet_lt_paths(split: str, root: Optional[str] = None) -> Tuple[str, str]:
+    """(image root, split file) of ``imagenet_lt_<split>`` under ``root`` (None: the current
+    :func:`datasets_root`)."""
+    root = root or datasets_root()
+    return (os.path.join(root, "imagenet"),
+            os.path.join(root, "ImageNet_LT", f"ImageNet_LT_{split}.txt"))
+
+
+def register_all_imagenet_lt(root: Optional[str] = None) -> None:
+    """Register ``imagenet_lt_{train,val,test}`` (1000 classes; groups from the train split),
+    their files resolved under ``root`` (None: ``$DETECTRON2_DATASETS``) when loaded."""
     for split in ("train", "val", "test"):
-        register_split_file_dataset(
-            f"imagenet_lt_{split}", image_root,
-            os.path.join(root, "ImageNet_LT", f"ImageNet_LT_{split}.txt"), num_classes=1000,
-            train_dataset="imagenet_lt_train")
+        name = f"imagenet_lt_{split}"
+
+        def load(split: str = split, name: str = name) -> List[Dict]:
+            image_root, split_file = imagenet_lt_paths(split, root)
+            return load_split_file(split_file, image_root, 1000, name)
+
+        register_classification_dataset(name, load, num_classes=1000,
+                                        train_dataset="imagenet_lt_train")
 
 
-def register_all_cifar_lt(root: str) -> None:
+def register_all_cifar_lt(root: Optional[str] = None) -> None:
+    """Register CIFAR-10/100-LT at every ratio, under ``root`` (None: ``$DETECTRON2_DATASETS``
+    when loaded)."""
     for kind in ("cifar10", "cifar100"):
         for ratio in CIFAR_LT_RATIOS:
             register_cifar_lt(f"{kind}_lt_r{ratio}", root, kind, ratio, CIFAR_VAL_PER_CLASS[kind])
@@ -55,7 +73,6 @@ def register_all_fashion_mnist_lt() -> None:
                                       FASHION_MNIST_VAL_PER_CLASS)
 
 
-_root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-register_all_imagenet_lt(_root)
-register_all_cifar_lt(_root)
+register_all_imagenet_lt()
+register_all_cifar_lt()
 register_all_fashion_mnist_lt()

@@ -22,6 +22,7 @@ import numpy as np
 
 from .long_tailed import (
     array_dataset_dicts,
+    datasets_root,
     held_out_indices,
     long_tailed_indices,
     register_classification_dataset,
@@ -74,25 +75,28 @@ def load_cifar(root: str, kind: str, train: bool) -> Tuple[np.ndarray, np.ndarra
     return images, labels
 
 
-def register_cifar_lt(prefix: str, root: str, kind: str, imbalance_ratio: float,
+def register_cifar_lt(prefix: str, root: Optional[str], kind: str, imbalance_ratio: float,
                       val_per_class: int, class_order_seed: Optional[int] = None) -> None:
-    """Register ``<prefix>_train``, ``<prefix>_val``, ``<prefix>_test`` (see module docstring)."""
+    """Register ``<prefix>_train``, ``<prefix>_val``, ``<prefix>_test`` (see module docstring).
+
+    ``root``: the folder holding the CIFAR folders; None = :func:`datasets_root` at load time.
+    """
     num_classes = CIFAR_FILES[kind][4]
     names = CIFAR10_CLASSES if kind == "cifar10" else None
 
     def train():
-        images, labels = load_cifar(root, kind, train=True)
+        images, labels = load_cifar(root or datasets_root(), kind, train=True)
         idx = long_tailed_indices(labels, num_classes, imbalance_ratio,
                                   class_order_seed=class_order_seed)
         return array_dataset_dicts(images, labels, idx)
 
     def val():
-        images, labels = load_cifar(root, kind, train=True)
+        images, labels = load_cifar(root or datasets_root(), kind, train=True)
         return array_dataset_dicts(images, labels,
                                    held_out_indices(labels, num_classes, val_per_class))
 
     def test():
-        return array_dataset_dicts(*load_cifar(root, kind, train=False))
+        return array_dataset_dicts(*load_cifar(root or datasets_root(), kind, train=False))
 
     common = dict(num_classes=num_classes, train_dataset=f"{prefix}_train", class_names=names,
                   imbalance_ratio=imbalance_ratio)

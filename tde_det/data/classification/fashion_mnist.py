@@ -1,5 +1,5 @@
 """Fashion-MNIST-LT: a long-tailed training split of Fashion-MNIST, a balanced validation split
-and the untouched test set (real images that are reachable offline, for ``docs/evidence.md``).
+and the untouched test set (real images reachable offline; the README's "Evidence" section).
 
 The data are the original IDX files (``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``,
 60,000 + 10,000 grey 28x28 images, 10 classes, 6,000 training images per class), e.g. from

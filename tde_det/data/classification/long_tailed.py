@@ -6,6 +6,7 @@ A classification dataset dict has "label" (int in [0, C)), "image_id", and eithe
 per-class counts define the many/medium/few groups) and optionally ``thing_classes`` (class
 names; Detectron2's metadata name for them).
 """
+import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -20,9 +21,16 @@ __all__ = [
     "train_class_counts",
     "shot_groups",
     "SHOT_GROUPS",
+    "datasets_root",
 ]
 
 SHOT_GROUPS = ("many", "medium", "few")
+
+
+def datasets_root() -> str:
+    """``$DETECTRON2_DATASETS`` (default ``./datasets``) as set now: built-in datasets resolve
+    their files when loaded, so the variable may be set after import."""
+    return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
 def long_tailed_counts(n_max: float, num_classes: int, imbalance_ratio: float) -> List[int]:

@@ -18,22 +18,26 @@ import math
 import os
 from collections import Counter
 from functools import partial
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["INVALID_ANNOTATION_POLICIES", "InvalidAnnotationError", "load_lvis_json_checked",
-           "register_lvis_dataset", "register_lvis_datasets_from_config",
+__all__ = ["INVALID_ANNOTATION_POLICIES", "MASK_FORMATS", "InvalidAnnotationError",
+           "load_lvis_json_checked", "register_lvis_dataset", "register_lvis_datasets_from_config",
            "set_invalid_annotation_policy", "use_checked_loader_for_builtin_lvis"]
 
 logger = logging.getLogger(__name__)
 
 INVALID_ANNOTATION_POLICIES = ("error", "skip")
+# Detectron2's INPUT.MASK_FORMAT values.
+MASK_FORMATS = ("polygon", "bitmask")
 # The policy used when a loader is called without one (set from the config by the trainer,
-# with DATASETS.INVALID_ANNOTATIONS and DATASETS.CHECK_IMAGE_FILES).
-_DEFAULTS = {"on_invalid": "error", "check_image_files": True}
+# with DATASETS.INVALID_ANNOTATIONS, DATASETS.CHECK_IMAGE_FILES, INPUT.MASK_FORMAT and
+# MODEL.MASK_ON).
+_DEFAULTS: Dict[str, Any] = {"on_invalid": "error", "check_image_files": True,
+                             "mask_format": "polygon", "require_masks": True}
 # Detectron2's built-in LVIS splits that have annotations.
 BUILTIN_LVIS = ("lvis_v1_train", "lvis_v1_val", "lvis_v0.5_train", "lvis_v0.5_val",
                 "lvis_v0.5_val_rand_100")
@@ -44,12 +48,39 @@ class InvalidAnnotationError(ValueError):
     """An LVIS-format file holds an annotation (or image) that cannot be trained on."""
 
 
-def set_invalid_annotation_policy(on_invalid: str = "error", check_image_files: bool = True):
-    """Set what the loaders of LVIS-format datasets do by default with invalid annotations."""
+def _flag(key: str, value: Any) -> bool:
+    if isinstance(value, str) or value not in (True, False):
+        raise ValueError(f"{key} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _policy(on_invalid: str, check_image_files: Any, mask_format: str,
+            require_masks: Any) -> Dict[str, Any]:
+    """The validated policy; errors name the config key each value comes from."""
     if on_invalid not in INVALID_ANNOTATION_POLICIES:
-        raise ValueError(f"DATASETS.INVALID_ANNOTATIONS must be one of "
+        raise ValueError(f"DATASETS.INVALID_ANNOTATIONS (on_invalid) must be one of "
                          f"{INVALID_ANNOTATION_POLICIES}, got {on_invalid!r}")
-    _DEFAULTS.update(on_invalid=on_invalid, check_image_files=bool(check_image_files))
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"INPUT.MASK_FORMAT (mask_format) must be one of {MASK_FORMATS}, "
+                         f"got {mask_format!r}")
+    return {"on_invalid": on_invalid,
+            "check_image_files": _flag("DATASETS.CHECK_IMAGE_FILES (check_image_files)",
+                                       check_image_files),
+            "mask_format": mask_format,
+            "require_masks": _flag("MODEL.MASK_ON (require_masks)", require_masks)}
+
+
+def set_invalid_annotation_policy(on_invalid: str = "error", check_image_files: bool = True, *,
+                                  mask_format: str = "polygon",
+                                  require_masks: bool = True) -> None:
+    """Set what the loaders of LVIS-format datasets do by default with invalid annotations.
+
+    Every call sets the whole policy (arguments left out take their defaults; a call without
+    arguments restores the defaults). ``mask_format`` is the mask format the data is trained with
+    (``INPUT.MASK_FORMAT``): "polygon" rejects RLE segmentations; ``require_masks``
+    (``MODEL.MASK_ON``) False trains boxes only, so segmentations are not checked.
+    """
+    _DEFAULTS.update(_policy(on_invalid, check_image_files, mask_format, require_masks))
 
 
 def _box_problem(bbox) -> Optional[str]:
@@ -62,16 +93,48 @@ def _box_problem(bbox) -> Optional[str]:
     return None
 
 
-def _segmentation_problem(segm) -> Optional[str]:
-    if isinstance(segm, dict):  # RLE: Detectron2 reads it as it is
-        return None
+def _rle_problem(rle: Dict, height: int, width: int) -> Optional[str]:
+    size, counts = rle.get("size"), rle.get("counts")
+    if size is None or counts is None:
+        return f"RLE segmentation without 'size' and 'counts': keys {sorted(rle)}"
+    if not isinstance(size, (list, tuple)) or list(size) != [height, width]:
+        return f"RLE size {size!r} is not the image's [height, width] [{height}, {width}]"
+    if isinstance(counts, list):  # uncompressed RLE: run lengths covering the image
+        if not all(isinstance(c, int) and c >= 0 for c in counts) \
+                or sum(counts) != height * width:
+            return f"uncompressed RLE counts do not sum to height * width = {height * width}"
+    elif not isinstance(counts, (str, bytes)):
+        return f"RLE counts must be a string or a list, got {type(counts).__name__}"
+    return None
+
+
+def _segmentation_problem(segm, mask_format: str, height: int,
+                          width: int) -> Optional[Tuple[str, str]]:
+    """(kind, message) of what makes ``segm`` unusable with ``mask_format``, or None."""
+    if isinstance(segm, dict):
+        if mask_format == "polygon":
+            return ("RLE segmentation with INPUT.MASK_FORMAT polygon",
+                    "RLE segmentation (a dict) but INPUT.MASK_FORMAT is 'polygon': set "
+                    "INPUT.MASK_FORMAT bitmask, or convert the masks to polygons")
+        problem = _rle_problem(segm, height, width)
+        return None if problem is None else ("bad RLE", problem)
     if not isinstance(segm, list) or len(segm) == 0:
-        return "empty segmentation (no polygon)"
+        return "bad polygon", "missing or empty segmentation (no polygon)"
     for poly in segm:
         if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
             n = len(poly) if isinstance(poly, list) else poly
-            return f"polygon with fewer than 3 points (or an odd coordinate count): {n!r} values"
+            return ("bad polygon", f"polygon with fewer than 3 points (or an odd coordinate "
+                                   f"count): {n!r} values")
     return None
+
+
+def _as_trained(segm, height: int, width: int):
+    """The segmentation as Detectron2's mapper reads it: uncompressed RLE is compressed."""
+    if isinstance(segm, dict) and isinstance(segm["counts"], list):
+        from pycocotools import mask as mask_util
+
+        return mask_util.frPyObjects(segm, height, width)
+    return segm
 
 
 def _image_path(image_root: str, img: Dict, prefer_coco_url: bool) -> str:
@@ -82,31 +145,48 @@ def _image_path(image_root: str, img: Dict, prefer_coco_url: bool) -> str:
     return os.path.join(image_root, img["file_name"])
 
 
+def _annotation_problem(ann: Dict,
+                        category_id_to_contiguous: Dict[int, int]) -> Optional[Tuple[str, str]]:
+    """(kind, message) of what is wrong with an annotation's category or box, or None."""
+    if ann.get("category_id") not in category_id_to_contiguous:
+        return ("unknown category id",
+                f"unknown category id {ann.get('category_id')!r} (not in 'categories')")
+    problem = _box_problem(ann.get("bbox"))
+    return None if problem is None else ("degenerate bbox", problem)
+
+
 def load_lvis_json_checked(json_file: str, image_root: str, dataset_name: Optional[str] = None,
                            *, on_invalid: Optional[str] = None,
                            check_image_files: Optional[bool] = None,
+                           mask_format: Optional[str] = None,
+                           require_masks: Optional[bool] = None,
                            prefer_coco_url: bool = False,
                            category_id_to_contiguous: Optional[Dict[int, int]] = None
                            ) -> List[Dict]:
     """Load an LVIS-format json into Detectron2 dicts, checking every annotation.
 
     Checked: the category id is one of the file's categories; the box has width and height
-    > 0; the segmentation has at least one polygon and each polygon >= 3 points; the image
-    file exists (``check_image_files``). ``on_invalid`` "error" raises
-    :class:`InvalidAnnotationError` naming the images and annotations (all problems are listed,
-    up to ten, with their count); "skip" drops bad annotations and missing images and logs the
-    counts. None: the policy of :func:`set_invalid_annotation_policy`.
+    > 0; the image file exists (``check_image_files``); with ``require_masks`` (masks are
+    trained), the segmentation is usable with ``mask_format``: polygons (at least one, each
+    >= 3 points) for "polygon"; polygons or RLE (``size`` = [height, width], ``counts``) for
+    "bitmask". Without ``require_masks`` (boxes only) a missing or unusable segmentation is no
+    problem: the record then has no "segmentation" for that annotation.
+
+    ``on_invalid`` "error" raises :class:`InvalidAnnotationError` naming the images and
+    annotations (all problems are listed, up to ten, with their count); "skip" drops bad
+    annotations and missing images and logs the counts. Arguments left at None take the policy
+    of :func:`set_invalid_annotation_policy`. ``prefer_coco_url``: the image lives at
+    ``image_root/<split folder>/<file>`` of its "coco_url" (LVIS v1 has no "file_name"; also
+    used when an image has no "file_name").
 
     Category ids map to contiguous ids with ``category_id_to_contiguous`` (default: the file's
     category ids in sorted order, i.e. id - 1 for LVIS's 1..C). Records keep
     ``not_exhaustive_category_ids`` and ``neg_category_ids`` (the file's ids), like Detectron2.
     """
-    on_invalid = _DEFAULTS["on_invalid"] if on_invalid is None else on_invalid
-    check_files = _DEFAULTS["check_image_files"] if check_image_files is None \
-        else check_image_files
-    if on_invalid not in INVALID_ANNOTATION_POLICIES:
-        raise ValueError(f"on_invalid must be one of {INVALID_ANNOTATION_POLICIES}, "
-                         f"got {on_invalid!r}")
+    given = {"on_invalid": on_invalid, "check_image_files": check_image_files,
+             "mask_format": mask_format, "require_masks": require_masks}
+    policy = _policy(**{k: _DEFAULTS[k] if v is None else v for k, v in given.items()})
+    on_invalid, mask_format = policy["on_invalid"], policy["mask_format"]
     name = dataset_name or json_file
     with PathManager.open(json_file, "r") as f:
         data = json.load(f)
@@ -125,11 +205,11 @@ def load_lvis_json_checked(json_file: str, image_root: str, dataset_name: Option
                             f"'images'")
             counts["unknown image id"] += 1
 
-    dataset_dicts = []
+    dataset_dicts, boxes_only = [], 0
     for img in sorted(data["images"], key=lambda i: i["id"]):
         file_name = _image_path(image_root, img, prefer_coco_url)
         where = f"image id {img['id']} ({file_name})"
-        if check_files and not PathManager.isfile(file_name):
+        if policy["check_image_files"] and not PathManager.isfile(file_name):
             problems.append(f"{where}: image file not found")
             counts["missing image file"] += 1
             continue
@@ -139,21 +219,21 @@ def load_lvis_json_checked(json_file: str, image_root: str, dataset_name: Option
                   "neg_category_ids": img.get("neg_category_ids", [])}
         objs = []
         for ann in anns_per_image.get(img["id"], []):
-            if ann.get("category_id") not in category_id_to_contiguous:
-                problem, kind = (f"unknown category id {ann.get('category_id')!r} (not in "
-                                 f"'categories')", "unknown category id")
-            else:
-                problem = _box_problem(ann.get("bbox"))
-                kind = "degenerate bbox"
-                if problem is None:
-                    problem, kind = _segmentation_problem(ann.get("segmentation")), "bad polygon"
+            segm = ann.get("segmentation")
+            segm_problem = _segmentation_problem(segm, mask_format, img["height"], img["width"])
+            problem = _annotation_problem(ann, category_id_to_contiguous) \
+                or (segm_problem if policy["require_masks"] else None)
             if problem is not None:
-                problems.append(f"{where}, annotation id {ann.get('id')}: {problem}")
-                counts[kind] += 1
+                problems.append(f"{where}, annotation id {ann.get('id')}: {problem[1]}")
+                counts[problem[0]] += 1
                 continue
-            objs.append({"bbox": ann["bbox"], "bbox_mode": BoxMode.XYWH_ABS,
-                         "category_id": category_id_to_contiguous[ann["category_id"]],
-                         "segmentation": ann["segmentation"]})
+            obj = {"bbox": ann["bbox"], "bbox_mode": BoxMode.XYWH_ABS,
+                   "category_id": category_id_to_contiguous[ann["category_id"]]}
+            if segm_problem is None:
+                obj["segmentation"] = _as_trained(segm, img["height"], img["width"])
+            else:  # boxes only (require_masks False): the segmentation is not used
+                boxes_only += 1
+            objs.append(obj)
         record["annotations"] = objs
         dataset_dicts.append(record)
 
@@ -169,6 +249,9 @@ def load_lvis_json_checked(json_file: str, image_root: str, dataset_name: Option
                 f"drop them (DATASETS.CHECK_IMAGE_FILES False skips the file check).")
         logger.warning(f"Dataset '{name}': skipped {len(problems)} invalid entries ({summary}):"
                        f"\n  {listed}{more}")
+    if boxes_only:
+        logger.info(f"Dataset '{name}': {boxes_only} annotations have no usable segmentation "
+                    f"(kept as boxes; masks are not trained)")
     logger.info(f"Loaded {len(dataset_dicts)} images in the LVIS format from {json_file}")
     return dataset_dicts
 
@@ -193,9 +276,12 @@ def register_lvis_dataset(name: str, json_file: str, image_root: str,
 
 def register_lvis_datasets_from_config(cfg) -> None:
     """Register ``DATASETS.LVIS_CUSTOM.{NAMES, JSON_FILES, IMAGE_ROOTS}`` (skipping names that
-    are already registered with the same files) and apply ``DATASETS.INVALID_ANNOTATIONS`` /
-    ``DATASETS.CHECK_IMAGE_FILES`` to every LVIS-format loader."""
-    set_invalid_annotation_policy(cfg.DATASETS.INVALID_ANNOTATIONS, cfg.DATASETS.CHECK_IMAGE_FILES)
+    are already registered with the same files) and apply ``DATASETS.INVALID_ANNOTATIONS``,
+    ``DATASETS.CHECK_IMAGE_FILES``, ``INPUT.MASK_FORMAT`` and ``MODEL.MASK_ON`` to every
+    LVIS-format loader."""
+    set_invalid_annotation_policy(cfg.DATASETS.INVALID_ANNOTATIONS, cfg.DATASETS.CHECK_IMAGE_FILES,
+                                  mask_format=cfg.INPUT.MASK_FORMAT,
+                                  require_masks=cfg.MODEL.MASK_ON)
     c = cfg.DATASETS.LVIS_CUSTOM
     if not len(c.NAMES) == len(c.JSON_FILES) == len(c.IMAGE_ROOTS):
         raise ValueError(f"DATASETS.LVIS_CUSTOM.NAMES, JSON_FILES and IMAGE_ROOTS must have the "

@@ -65,3 +65,28 @@ def test_unreadable_image_names_the_file(tmp_path):
         mapper({"file_name": str(bad), "label": 0, "image_id": 0})
     with pytest.raises(OSError, match="cannot read image .*missing.jpg"):
         mapper({"file_name": str(tmp_path / "missing.jpg"), "label": 0, "image_id": 0})
+
+
+def split_file_cfg(name, root, **splits):
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    c = cfg.DATASETS.SPLIT_FILE
+    c.NAME, c.IMAGE_ROOT = name, str(root)
+    for split, path in splits.items():
+        setattr(c, split.upper(), str(path))
+    return cfg
+
+
+def test_a_registered_name_with_other_files_is_an_error(tiny_folder):
+    with pytest.raises(ValueError, match=r"NAME 'imagenet_lt': dataset 'imagenet_lt_train' is "
+                       r"already registered \(a built-in dataset"):
+        register_split_file_datasets_from_config(
+            split_file_cfg("imagenet_lt", tiny_folder, train=tiny_folder / "train.txt"))
+    register_split_file_datasets_from_config(
+        split_file_cfg("clashfolder", tiny_folder, train=tiny_folder / "train.txt"))
+    other = split_file_cfg("clashfolder", tiny_folder, train=tiny_folder / "test.txt",
+                           val=tiny_folder / "val.txt")
+    with pytest.raises(ValueError, match="dataset 'clashfolder_train' is already registered with "
+                       "split file .*train.txt.* not .*test.txt.*choose another NAME"):
+        register_split_file_datasets_from_config(other)
+    assert "clashfolder_val" not in DatasetCatalog.list()  # nothing registered on a clash
