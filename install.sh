@@ -74,7 +74,8 @@ esac
 # 3. The rest, then tde-det itself in editable mode.
 pipi "${constraints[@]}" fvcore lvis pycocotools opencv-python matplotlib pytest pytest-xdist
 # (pip's output is read whole first: with pipefail, `pip show | grep -q` fails on SIGPIPE.)
-tde_location=$("$py" -m pip show tde-det 2>/dev/null | sed -n 's/^Editable project location: //p')
+tde_location=$("$py" -m pip show tde-det 2>/dev/null | sed -n 's/^Editable project location: //p' \
+  || true)  # pip show fails while tde-det is not installed
 if [ "$tde_location" != "$here" ]; then
   log "installing tde-det (editable) from $here"
   pipi --no-build-isolation --no-deps -e "$here"
