@@ -5,12 +5,14 @@ ratios (targets: inference <= 1.03x, training <= 1.02x, memory <= 1.02x).
 
     python tools/benchmark_heads.py                 # LVIS-sized heads, CPU (CUDA when present)
     python tools/benchmark_heads.py --quick         # small sizes, for a smoke test
+    python tools/benchmark_heads.py --whole-model 20  # also the whole model's training step
 
 Both heads get the same FPN features of one 800x1333 image (random, fixed seed), the same
 proposals and ground truth, and the same weights: every shared parameter is copied from the
 stock heads, the stock linear classifier's weight becomes the normalised classifier's weight (its
-bias has no counterpart). Timings are medians of interleaved repeats in alternating order (stock,
-TDE, TDE, stock, ...) after warm-up, so machine noise hits both alike; training steps, short and
+bias has no counterpart). The optimiser steps with learning rate 0, so every timed step sees the
+same weights (the TDE heads' head directions do move, as in training). Timings are medians of
+interleaved repeats in alternating order (stock, TDE, TDE, stock, ...) after warm-up, so machine noise hits both alike; training steps, short and
 noisier, get three times as many repeats by default. Peak memory: a fresh subprocess per variant
 builds only that variant's heads, loads the shared weights (saved once from the stock heads) and
 runs one training step and one inference; its peak memory is reported as the increase over the
@@ -29,12 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict
+from typing import Dict, List
 
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import build_roi_heads
+from detectron2.modeling import build_model, build_roi_heads
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
@@ -90,13 +92,16 @@ def build_heads(variant: str, quick: bool, device: str) -> torch.nn.Module:
     return build_roi_heads(make_cfg(variant, quick, device), shapes).to(device)
 
 
-def load_shared(heads: torch.nn.Module, state: Dict[str, torch.Tensor]) -> None:
+def load_shared(heads: torch.nn.Module, state: Dict[str, torch.Tensor], prefix: str = "") -> None:
     """Load the stock heads' ``state`` into ``heads`` (stock or TDE): every shared parameter; the
-    stock linear classifier's weight becomes the normalised classifier's weight."""
+    stock linear classifier's weight becomes the normalised classifier's weight. ``prefix``:
+    the heads' name in ``heads`` ("roi_heads." for a whole model)."""
     missing, unexpected = heads.load_state_dict(state, strict=False)
     tde = any(k.endswith("head_direction.ema") for k in heads.state_dict())
-    allowed_missing = {f"box_predictor.{s}.head_direction.ema" for s in range(3)} if tde else set()
-    allowed_unexpected = {f"box_predictor.{s}.cls_score.bias" for s in range(3)} if tde else set()
+    allowed_missing = {f"{prefix}box_predictor.{s}.head_direction.ema" for s in range(3)} \
+        if tde else set()
+    allowed_unexpected = {f"{prefix}box_predictor.{s}.cls_score.bias" for s in range(3)} \
+        if tde else set()
     if set(missing) != allowed_missing or set(unexpected) != allowed_unexpected:
         raise RuntimeError(f"the heads differ in more than the classifier: missing {missing}, "
                            f"unexpected {unexpected}")
@@ -109,6 +114,62 @@ def build_pair(quick: bool, device: str):
     tde = build_heads("tde", quick, device)
     load_shared(tde, stock.state_dict())
     return stock, tde
+
+
+def build_model_pair(quick: bool, device: str):
+    """(stock model, TDE model): whole Cascade Mask R-CNNs of the config (quick: ResNet-18) with
+    the same weights, random as there are no pretrained ones here."""
+    models = []
+    for variant in ("stock", "tde"):
+        cfg = make_cfg(variant, quick, device)
+        cfg.MODEL.WEIGHTS = ""
+        if quick:
+            cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 18, 64
+        torch.manual_seed(0)
+        models.append(build_model(cfg).to(device))
+    load_shared(models[1], models[0].state_dict(), prefix="roi_heads.")
+    return models
+
+
+def make_model_batch(quick: bool, device: str, images: int = 2, seed: int = 0) -> List[Dict]:
+    """``images`` random images (the LVIS configs train 2 per GPU) with ground truth."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = (128, 192) if quick else IMAGE_SIZE
+    batch = []
+    for _ in range(images):
+        n = 4 if quick else 15
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
+        wh = 16 + torch.rand(n, 2, generator=g) * torch.tensor([w * 0.25, h * 0.25])
+        gt = Instances((h, w), gt_boxes=Boxes(torch.cat([xy, xy + wh], 1)),
+                       gt_classes=torch.randint(0, 50, (n,), generator=g))
+        gt.gt_masks = BitMasks(torch.rand(n, h, w, generator=g) > 0.5)
+        batch.append({"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
+                      "height": h, "width": w, "instances": gt})
+    return batch
+
+
+def model_training_step(model, batch, optimizer):
+    model.train()
+    with EventStorage():
+        losses = model(batch)
+    optimizer.zero_grad()
+    sum(losses.values()).backward()
+    optimizer.step()
+
+
+def whole_model_training(quick: bool, device: str, repeats: int) -> Dict[str, float]:
+    """Median training-step seconds of the whole model with each head (interleaved, ABBA)."""
+    stock, tde = build_model_pair(quick, device)
+    batch = make_model_batch(quick, device)
+    pair = (("stock", stock), ("tde", tde))
+    opts = {n: torch.optim.SGD(m.parameters(), lr=0.0, momentum=0.9) for n, m in pair}
+    for name, m in pair:  # warm-up
+        model_training_step(m, batch, opts[name])
+    times = {"stock": [], "tde": []}
+    for i in range(repeats):
+        for name, m in (pair if i % 2 == 0 else pair[::-1]):
+            times[name].append(timed(lambda: model_training_step(m, batch, opts[name]), device))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def inference_step(heads, inputs) -> int:
@@ -178,7 +239,7 @@ def memory_probe(variant: str, quick: bool, device: str, state_path: str) -> flo
         baseline = _cpu_baseline_mib()
     heads = build_heads(variant, quick, device)
     load_shared(heads, torch.load(state_path, map_location="cpu", mmap=True, weights_only=True))
-    optimizer = torch.optim.SGD(heads.parameters(), lr=1e-4, momentum=0.9)
+    optimizer = torch.optim.SGD(heads.parameters(), lr=0.0, momentum=0.9)
     training_step(heads, inputs, optimizer)
     inference_step(heads, inputs)
     peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else _cpu_peak_mib()
@@ -192,6 +253,9 @@ def main(argv=None) -> Dict:
     p.add_argument("--training-repeats", type=int, default=0,
                    help="timed training steps per variant (default: 3 x --repeats)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--whole-model", type=int, default=0, metavar="N",
+                   help="also time N training steps of the whole Cascade Mask R-CNN of the "
+                   "config (backbone, RPN, heads; 2 images) with each head, for context")
     p.add_argument("--memory-probe", choices=["stock", "tde"], help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)  # the shared weights, for --memory-probe
     args = p.parse_args(argv)
@@ -204,7 +268,7 @@ def main(argv=None) -> Dict:
     state_path = os.path.join(work.name, "stock_heads.pth")
     torch.save(stock.state_dict(), state_path)  # before any step changes the weights
     inputs = make_inputs(args.quick, args.device)
-    opts = {id(h): torch.optim.SGD(h.parameters(), lr=1e-4, momentum=0.9) for h in (stock, tde)}
+    opts = {id(h): torch.optim.SGD(h.parameters(), lr=0.0, momentum=0.9) for h in (stock, tde)}
     times = {(v, k): [] for v in ("stock", "tde") for k in ("inference", "training")}
     for h in (stock, tde):  # warm-up (training first: it gives the TDE heads a head direction)
         training_step(h, inputs, opts[id(h)])
@@ -250,6 +314,20 @@ def main(argv=None) -> Dict:
         ok = "ok" if b / a <= target else "MISSED"
         print(f"| {name} | {a:.4g} | {b:.4g} | {b / a:.3f}x | <= {target}x {ok} |")
         result[name] = {"stock": a, "tde": b, "ratio": b / a, "target": target}
+    if args.whole_model:
+        del stock, tde, inputs, opts
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        whole = whole_model_training(args.quick, args.device, args.whole_model)
+        print(f"\nFor context, the whole Cascade Mask R-CNN of the config "
+              f"({'ResNet-18' if args.quick else 'ResNet-101'}-FPN, random weights, 2 "
+              f"{'128x192' if args.quick else '800x1333'} images), median of "
+              f"{args.whole_model} training steps each, interleaved:")
+        print("| measure | stock CascadeROIHeads | TDECascadeROIHeads | ratio |")
+        print("|---|---|---|---|")
+        a, b = whole["stock"], whole["tde"]
+        print(f"| whole-model training step (s) | {a:.4g} | {b:.4g} | {b / a:.3f}x |")
+        result["whole-model training step (s)"] = {"stock": a, "tde": b, "ratio": b / a}
     return result
 
 

@@ -13,7 +13,8 @@ for a config with ``MODEL.TDE.TEST_TDE False`` (then the printed override includ
 ``MODEL.TDE.TEST_TDE True``); a linear classifier (no TDE) is refused. Writes
 ``alpha_sweep.csv``, ``alpha_sweep.json`` and ``alpha_sweep.png`` (metric vs alpha, like the
 paper's Fig. 4) to --output, and prints the best alpha on the evaluated split as a ready-to-paste
-override.
+override. Detection: ``--eval-workers N`` runs N of the per-alpha LVIS evaluations at once in
+forked processes (default: one per alpha, at most one per CPU; 1: one after another).
 """
 import csv
 import json
@@ -37,20 +38,21 @@ from tde_det.evaluation.alpha_sweep import (
     check_sweep_config,
     sweep_classification_dataset,
 )
-from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep
+from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep, available_cpus
 
 logger = logging.getLogger("tde_det.sweep_alpha")
 DETECTION_COLUMNS = [f"{t}/{m}" for t in ("segm", "bbox") for m in ("AP", "APr", "APc", "APf")]
 CLASSIFICATION_COLUMNS = ["many", "medium", "few", "top1"]
 
 
-def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str) -> List[Dict]:
+def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
+                    eval_workers: int = 1) -> List[Dict]:
     sweep = DetectionAlphaSweep(model, alphas, lambda a: Trainer.build_evaluator(
         cfg, dataset, os.path.join(output, f"alpha_{a:g}")))
     for batch in Trainer.build_test_loader(cfg, dataset):
         sweep.process(batch)
     rows = []
-    for alpha, results in sweep.evaluate().items():
+    for alpha, results in sweep.evaluate(eval_workers).items():
         row = {"alpha": alpha}
         for task, metrics in (results or {}).items():
             row.update({f"{task}/{k}": float(v) for k, v in metrics.items()})
@@ -117,7 +119,8 @@ def main(args) -> Dict:
             rows, _ = sweep_classification_dataset(cfg, model, dataset, alphas)
             columns = CLASSIFICATION_COLUMNS
         else:
-            rows = sweep_detection(cfg, model, dataset, alphas, output)
+            workers = args.eval_workers or min(len(alphas), available_cpus())
+            rows = sweep_detection(cfg, model, dataset, alphas, output, workers)
             columns = DETECTION_COLUMNS
         seconds = time.perf_counter() - start
         if not comm.is_main_process():
@@ -171,7 +174,7 @@ def _pop_option(argv: List[str], name: str) -> List[str]:
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     alphas = _pop_alphas(argv)
-    for name in ("--dataset", "--metric", "--output"):
+    for name in ("--dataset", "--metric", "--output", "--eval-workers"):
         argv = _pop_option(argv, name)
     parser = default_argument_parser()
     parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
@@ -182,6 +185,11 @@ def parse_args(argv=None):
     parser.add_argument("--metric", default="", help="column that picks the best alpha "
                         "(default: segm/AP or bbox/AP for detection, top1 for classification)")
     parser.add_argument("--output", default="", help="folder (default: OUTPUT_DIR/alpha_sweep)")
+    parser.add_argument("--eval-workers", type=int, default=0,
+                        help="detection: evaluate this many alphas at once, in forked processes "
+                        "(0: one per alpha, at most one per CPU; 1: one after another). Each "
+                        "holds its own LVIS evaluation, ground truth included: use fewer when "
+                        "memory is short. One process per GPU when launched on several GPUs")
     args = parser.parse_args(argv)
     args.alphas = alphas
     return args

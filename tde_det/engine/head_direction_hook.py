@@ -17,7 +17,8 @@ class HeadDirectionLogger(HookBase):
     - ``tde/stage{k}/direction_cos_prev``: mean over heads of cos(d_hat^k now, d_hat^k at the
       previous log), i.e. how much the head direction still moves (absent while either is 0);
     - ``tde/stage{k}/fg_cos``: mean over heads and foreground features of the last training
-      batch of cos(x^k, d_hat^k) (absent when that batch had no foreground proposal).
+      batch of cos(x^k, d_hat^k) (absent when that batch had no foreground proposal). The
+      predictors compute it only in the iterations that are logged (``record_foreground_cos``).
     """
 
     def __init__(self, predictors: List[torch.nn.Module], period: int = 20):
@@ -30,9 +31,21 @@ class HeadDirectionLogger(HookBase):
     def before_train(self):
         self._previous = [p.head_direction.direction().detach().clone() for p in self.predictors]
 
+    def _logs(self, it: int) -> bool:
+        return (it + 1) % self.period == 0 or it == self.trainer.max_iter - 1
+
+    def before_step(self):
+        # The predictors compute fg_cos only for the iterations that are logged.
+        record = self._logs(self.trainer.iter)
+        for predictor in self.predictors:
+            predictor.record_foreground_cos = record
+
+    def after_train(self):
+        for predictor in self.predictors:
+            predictor.record_foreground_cos = False
+
     def after_step(self):
-        it = self.trainer.iter
-        if (it + 1) % self.period != 0 and it != self.trainer.max_iter - 1:
+        if not self._logs(self.trainer.iter):
             return
         storage = self.trainer.storage
         for k, predictor in enumerate(self.predictors):

@@ -11,18 +11,52 @@ Each alpha's results equal those of ``--eval-only MODEL.TDE.TEST_TDE True MODEL.
 <alpha>``: sweeping alpha means evaluating with TDE, whatever the predictors' ``test_tde``
 (``MODEL.TDE.TEST_TDE``), which is restored afterwards.
 """
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
+from detectron2.utils import comm
 
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEClassLogits
 
 from .alpha_sweep import LINEAR_ERROR, check_alphas
 
-__all__ = ["DetectionAlphaSweep"]
+__all__ = ["DetectionAlphaSweep", "available_cpus", "parallel_evaluation_workers"]
+
+logger = logging.getLogger(__name__)
+# The evaluators that forked workers inherit (set only while DetectionAlphaSweep.evaluate forks).
+_FORKED_EVALUATORS: Optional[List] = None
+
+
+def _evaluate_inherited(index: int):
+    """In a forked worker: run the ``index``-th inherited evaluator's ``evaluate()``."""
+    return _FORKED_EVALUATORS[index].evaluate()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parallel_evaluation_workers(requested: int, num_alphas: int) -> int:
+    """How many processes can evaluate alphas at once: at most ``requested`` and one per alpha;
+    1 (in this process) with several distributed processes (each evaluator gathers over them),
+    or where processes cannot be forked (not Linux/macOS)."""
+    if requested < 1:
+        raise ValueError(f"the number of evaluation workers must be >= 1, got {requested}")
+    if comm.get_world_size() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(requested, num_alphas))
 
 
 @contextmanager
@@ -51,7 +85,8 @@ class DetectionAlphaSweep:
     for every alpha (as ``MODEL.TDE.TEST_TDE True``, whatever the model's setting).
 
     ``process(batched_inputs)`` runs the network once and feeds one evaluator per alpha;
-    ``evaluate()`` returns ``{alpha: evaluator results}``.
+    ``evaluate(workers)`` returns ``{alpha: evaluator results}``, evaluating up to ``workers``
+    alphas at once in forked processes.
     """
 
     def __init__(self, model: GeneralizedRCNN, alphas: Sequence[float],
@@ -103,5 +138,28 @@ class DetectionAlphaSweep:
             for p, test_tde, alpha in saved:
                 p.test_tde, p.alpha = test_tde, alpha
 
-    def evaluate(self) -> Dict[float, Dict]:
-        return {a: ev.evaluate() for a, ev in self.evaluators.items()}
+    def evaluate(self, workers: int = 1) -> Dict[float, Dict]:
+        """``{alpha: evaluator.evaluate()}``. With ``workers`` > 1 the evaluators run at once in
+        that many forked processes, each inheriting the evaluators with what ``process`` gave
+        them (LVIS evaluation is single-threaded Python, and one alpha's does not depend on
+        another's); the results are the same. One process per rank under
+        ``torch.distributed`` (see :func:`parallel_evaluation_workers`)."""
+        global _FORKED_EVALUATORS
+        alphas = list(self.evaluators)
+        workers = parallel_evaluation_workers(workers, len(alphas))
+        if workers == 1:
+            return {a: self.evaluators[a].evaluate() for a in alphas}
+        logger.info(f"evaluating {len(alphas)} alphas in {workers} processes")
+        _FORKED_EVALUATORS = [self.evaluators[a] for a in alphas]
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) \
+                    as pool:
+                results = list(pool.map(_evaluate_inherited, range(len(alphas))))
+        except BrokenProcessPool as e:
+            raise RuntimeError(
+                f"a process evaluating alphas in parallel died (out of memory?); evaluate fewer "
+                f"at once (tools/sweep_alpha.py --eval-workers, now {workers}; 1 evaluates them "
+                f"one after another in this process)") from e
+        finally:
+            _FORKED_EVALUATORS = None
+        return dict(zip(alphas, results))

@@ -51,18 +51,21 @@ class HeadDirection(nn.Module):
         if features.dim() != 2 or features.shape[1] != self.dim:
             raise ValueError(f"features must have shape [N, {self.dim}] (dim), "
                              f"got {tuple(features.shape)}")
-        rows = features.detach().to(torch.float64)
+        rows = features.detach()
         n = rows.shape[0]
+        # Sums accumulate in float64; few kernels, since this runs in every training step.
         if keep is None:
-            total, count = rows.sum(dim=0), rows.new_full((1,), n)
+            total = rows.sum(dim=0, dtype=torch.float64)
+            count = torch.full((1,), n, dtype=torch.float64, device=rows.device)
         else:
             if keep.dtype != torch.bool or keep.dim() != 1 or keep.shape[0] != n:
                 got = keep.shape[0] if keep.dim() == 1 else tuple(keep.shape)
                 raise ValueError(f"keep must be a bool mask of length {n} (the number of feature "
                                  f"rows), got dtype {keep.dtype} and length {got}")
             keep = keep.to(rows.device)
-            total = torch.where(keep[:, None], rows, torch.zeros_like(rows)).sum(dim=0)
-            count = keep.sum(dim=0, keepdim=True).to(torch.float64)
+            # where(), not a product with the mask: a non-finite row that is not kept is ignored.
+            total = torch.where(keep[:, None], rows, 0.0).sum(dim=0, dtype=torch.float64)
+            count = keep.sum(dim=0, keepdim=True, dtype=torch.float64)
         stats = torch.cat([total, count])
         if self.sync and dist.is_available() and dist.is_initialized() \
                 and dist.get_world_size() > 1:

@@ -73,10 +73,15 @@ def test_hook_writes_per_stage_scalars(tmp_path):
         hook.before_train()
         for it in range(4):
             storage.iter = trainer.iter = it
+            hook.before_step()
+            # fg_cos is computed only in the iterations that are logged (1 and 3).
+            assert all(p.record_foreground_cos == (it % 2 == 1) for p in predictors)
             for k, p in enumerate(predictors):
                 labels = torch.tensor([0, 1, 2]) if k < 2 else torch.tensor([2, 2, 2])
                 p(torch.rand(3, 4, generator=g) + 0.1, labels)
             hook.after_step()
+        hook.after_train()
+        assert not any(p.record_foreground_cos for p in predictors)
         hist = storage.histories()
     for k in (0, 1):
         assert hist[f"tde/stage{k}/ema_norm"].latest() > 0

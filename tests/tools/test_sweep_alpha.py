@@ -6,10 +6,14 @@ import sys
 
 import pytest
 import torch
+from detectron2.utils import comm
 
 from tde_det.data.classification.synthetic import write_cifar_pickles
 from tde_det.engine import Trainer
-from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep
+from tde_det.evaluation.detection_alpha_sweep import (
+    DetectionAlphaSweep,
+    parallel_evaluation_workers,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ALPHAS = [0.0, 0.5, 1.5]
@@ -28,7 +32,7 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
     finally:
         del model.backbone.forward
     assert sum(calls) == 4  # 4 validation images, one backbone pass each for all alphas
-    swept = sweep.evaluate()
+    swept = sweep.evaluate(workers=2)  # two alphas at once, in forked processes
     predictors = model.roi_heads.box_predictor
     for alpha in ALPHAS:
         for p in predictors:
@@ -47,6 +51,16 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
                                                      "lvis_instances_results.json"))]
               for a in ALPHAS}
     assert scores[0.0] != scores[1.5]  # alpha matters, so the equality above could fail
+
+
+def test_parallel_evaluation_workers(monkeypatch):
+    assert parallel_evaluation_workers(4, 10) == 4
+    assert parallel_evaluation_workers(16, 3) == 3  # one per alpha at most
+    assert parallel_evaluation_workers(1, 3) == 1
+    with pytest.raises(ValueError, match="evaluation workers.*0"):
+        parallel_evaluation_workers(0, 3)
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    assert parallel_evaluation_workers(4, 10) == 1  # evaluators gather over the processes
 
 
 def test_bad_sweeps_are_refused(tiny_detector):
@@ -108,3 +122,21 @@ def test_detection_sweep_evaluates_with_tde_when_test_tde_is_off(tiny_detector, 
     finally:
         for p in predictors:
             p.test_tde, p.alpha = True, 1.5
+
+
+def test_a_dead_evaluation_process_is_an_error_not_a_hang(tiny_detector, tmp_path):
+    cfg, model = tiny_detector[:2]
+
+    class Dies:
+        def reset(self):
+            pass
+
+        def process(self, inputs, outputs):
+            pass
+
+        def evaluate(self):
+            os._exit(1)  # as the kernel's OOM killer would
+
+    sweep = DetectionAlphaSweep(model, [0.5, 1.5], lambda a: Dies())
+    with pytest.raises(RuntimeError, match="died.*--eval-workers, now 2"):
+        sweep.evaluate(workers=2)

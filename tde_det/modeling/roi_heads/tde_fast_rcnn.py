@@ -82,8 +82,11 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         self._pending_gt_classes: Optional[Tensor] = None
         self._warned_zero_direction = False
         # Mean over heads of cos(x^k, d_hat^k) over the last training batch's foreground rows
-        # (NaN when it had none); a tensor, read by the logging hook without a host sync here.
+        # (NaN when it had none, or when not recorded); a tensor, read by the logging hook
+        # without a host sync here. Recorded only while ``record_foreground_cos`` is True: the
+        # logging hook sets it for the iterations it logs, so other steps skip its ~15 kernels.
         self.register_buffer("last_foreground_cos", torch.tensor(math.nan), persistent=False)
+        self.record_foreground_cos = False
 
     @property
     def alpha(self) -> float:
@@ -164,6 +167,9 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         x = x.detach()
         foreground = (gt_classes >= 0) & (gt_classes < self.num_classes)
         self.head_direction.update(x, keep=foreground.to(x.device))
+        if not self.record_foreground_cos:
+            self.last_foreground_cos.fill_(math.nan)
+            return
         # cos(x^k, d_hat^k) per head, averaged over heads and foreground rows (for logging).
         k = self.head_direction.num_heads
         x_hat = split_heads(unit_heads(x.float(), k), k)

@@ -100,6 +100,8 @@ def test_head_direction_ignores_background_proposals():
 
 def test_labels_from_context_and_foreground_cos():
     pred = make().train()
+    assert not pred.record_foreground_cos  # the logging hook asks for it when it logs
+    pred.record_foreground_cos = True
     x = torch.tensor([[1.0, 0, 2, 0], [0.0, 1, 0, 1], [5.0, 5, 5, 5]])
     with pred.proposal_labels(torch.tensor([1, 2, 3])):
         pred(x)
@@ -108,6 +110,10 @@ def test_labels_from_context_and_foreground_cos():
     xh = torch.nn.functional.normalize(x[:2].view(2, 2, 2), dim=-1)
     torch.testing.assert_close(pred.last_foreground_cos, (xh * d).sum(-1).mean())
     pred(x[2:], torch.tensor([3]))
+    assert math.isnan(float(pred.last_foreground_cos))
+    pred(x, torch.tensor([1, 2, 3]))
+    pred.record_foreground_cos = False
+    pred(x, torch.tensor([1, 2, 3]))  # not recorded: NaN, never a stale value
     assert math.isnan(float(pred.last_foreground_cos))
     with pytest.raises(RuntimeError, match="gt_classes"):
         pred(x)  # training without labels

@@ -1,0 +1,156 @@
+"""The CUDA path: the TDE maths, the cascade detector and the classifier on a GPU.
+
+Skipped without CUDA (CI has none). On a GPU machine: ``python -m pytest tests/cuda -n0``.
+``TDE_TEST_DEVICE=cpu`` runs the same tests on the CPU (to debug them where there is no GPU).
+Each test runs the same code on the CPU and on the GPU, or checks that everything the model
+keeps (head directions included) lives on the GPU and that the one-pass alpha sweep equals
+eval-only there too.
+"""
+import os
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.utils.events import EventStorage
+
+from tde_det import add_tde_config
+from tde_det.data.classification.synthetic import write_cifar_pickles
+from tde_det.data.detection.synthetic import write_tiny_lvis
+from tde_det.engine import Trainer
+from tde_det.evaluation.alpha_sweep import sweep_classification_dataset
+from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep
+from tde_det.layers import (
+    CLASSIFIER_KINDS,
+    HeadDirection,
+    NormalizedClassifier,
+    background_exempted_probs,
+    tde_logits,
+)
+
+DEVICE = os.environ.get("TDE_TEST_DEVICE", "cuda")
+pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
+                                reason="needs a CUDA GPU (or TDE_TEST_DEVICE=cpu)")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("kind", [k for k in CLASSIFIER_KINDS if k != "linear"])
+def test_tde_maths_on_cuda_equals_cpu(kind):
+    torch.manual_seed(0)
+    clf = NormalizedClassifier(64, 11, kind=kind, num_heads=2)
+    ema = HeadDirection(64, num_heads=2, mu=0.9, sync=False)
+    x = torch.randn(300, 64)
+    keep = torch.rand(300) > 0.3
+    for _ in range(3):
+        ema.update(x, keep)
+    gpu_clf, gpu_ema = NormalizedClassifier(64, 11, kind=kind).to(DEVICE), \
+        HeadDirection(64, num_heads=2, mu=0.9, sync=False).to(DEVICE)
+    gpu_clf.load_state_dict(clf.state_dict())
+    for _ in range(3):
+        gpu_ema.update(x.to(DEVICE), keep.to(DEVICE))
+    torch.testing.assert_close(gpu_ema.ema.cpu(), ema.ema, rtol=1e-6, atol=1e-6)
+    for alpha in (0.0, 1.5):
+        cpu = tde_logits(clf, x, ema, alpha)
+        gpu = tde_logits(gpu_clf, x.to(DEVICE), gpu_ema, alpha)
+        assert gpu.device.type == DEVICE
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+    probs = background_exempted_probs(clf(x), tde_logits(clf, x, ema, 1.0))
+    gpu_probs = background_exempted_probs(gpu_clf(x.to(DEVICE)), tde_logits(gpu_clf, x.to(DEVICE),
+                                                                         gpu_ema, 1.0))
+    torch.testing.assert_close(gpu_probs.cpu(), probs, rtol=1e-4, atol=1e-6)
+
+
+def test_normalized_classifier_under_autocast_stays_float32():
+    clf = NormalizedClassifier(64, 11).to(DEVICE)
+    x = torch.randn(8, 64, device=DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.float16 if DEVICE == "cuda" else torch.bfloat16):
+        out = clf(x.half())
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, clf(x), rtol=2e-3, atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def lvis_paths(tmp_path_factory):
+    """The tiny LVIS-format dataset, written once (its names are registered once)."""
+    return write_tiny_lvis(str(tmp_path_factory.mktemp("cuda_lvis")), num_train=6, num_val=4,
+                           seed=3)
+
+
+def _detector_cfg(root, paths, **extra):
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
+    cfg.merge_from_list([
+        "DATASETS.LVIS_CUSTOM.NAMES", "('cuda_lvis_train', 'cuda_lvis_val')",
+        "DATASETS.LVIS_CUSTOM.JSON_FILES", f"('{paths['train']}', '{paths['val']}')",
+        "DATASETS.LVIS_CUSTOM.IMAGE_ROOTS", f"('{paths['image_root']}', '{paths['image_root']}')",
+        "DATASETS.TRAIN", "('cuda_lvis_train',)", "DATASETS.TEST", "('cuda_lvis_val',)",
+        "MODEL.DEVICE", DEVICE, "SOLVER.MAX_ITER", "8", "SOLVER.WARMUP_ITERS", "1"])
+    cfg.merge_from_list([str(v) for kv in extra.items() for v in kv])
+    cfg.OUTPUT_DIR = str(root / "out")
+    return cfg
+
+
+@pytest.mark.parametrize("amp", [False, True] if DEVICE == "cuda" else [False])
+def test_tiny_detector_trains_on_cuda_and_sweep_equals_eval_only(tmp_path, lvis_paths, amp):
+    cfg = _detector_cfg(tmp_path, lvis_paths, **{"SOLVER.AMP.ENABLED": amp})
+    torch.manual_seed(0)
+    trainer = Trainer(cfg)
+    trainer.train()
+    model = trainer.model.eval()
+    heads = model.roi_heads
+    buffers = {n: b for n, b in model.named_buffers() if n.endswith("ema")}
+    assert len(buffers) == heads.num_cascade_stages  # one head direction per stage
+    for name, ema in buffers.items():
+        assert ema.device.type == DEVICE and torch.isfinite(ema).all() and ema.norm() > 0, name
+    sweep = DetectionAlphaSweep(model, [0.0, 1.5], lambda a: Trainer.build_evaluator(
+        cfg, "cuda_lvis_val", str(tmp_path / f"sweep_{a}")))
+    for batch in Trainer.build_test_loader(cfg, "cuda_lvis_val"):
+        sweep.process(batch)
+    swept = sweep.evaluate()
+    for alpha in (0.0, 1.5):
+        for p in heads.box_predictor:
+            p.alpha = alpha
+        c = cfg.clone()
+        c.defrost()
+        c.OUTPUT_DIR = str(tmp_path / f"eval_{alpha}")
+        assert swept[alpha] == Trainer.test(c, model), alpha
+    assert swept[0.0] != swept[1.5]
+
+
+def test_detector_training_step_on_cuda_has_finite_losses(tmp_path, lvis_paths):
+    cfg = _detector_cfg(tmp_path, lvis_paths)
+    model = Trainer.build_model(cfg).train()
+    batch = next(iter(Trainer.build_train_loader(cfg)))
+    with EventStorage():
+        losses = model(batch)
+    assert all(v.device.type == DEVICE and torch.isfinite(v) for v in losses.values()), losses
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.roi_heads.box_predictor.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_classifier_trains_on_cuda_and_sweep_equals_eval_only(tmp_path):
+    write_cifar_pickles(str(tmp_path / "data"), "cifar10", per_class=40, test_per_class=6)
+    os.environ["DETECTRON2_DATASETS"] = str(tmp_path / "data")
+    try:
+        cfg = get_cfg()
+        add_tde_config(cfg)
+        cfg.merge_from_file(os.path.join(REPO, "configs", "cifar10_lt_r10_tde.yaml"))
+        cfg.merge_from_list([
+            "MODEL.DEVICE", DEVICE, "MODEL.CIFAR_RESNET.DEPTH", "8", "SOLVER.IMS_PER_BATCH", "16",
+            "SOLVER.MAX_ITER", "6", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
+            "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "('cifar10_lt_r10_test',)",
+            "TEST.CLASSIFICATION.MANY_THRESHOLD", "30", "TEST.CLASSIFICATION.FEW_THRESHOLD", "10",
+            "OUTPUT_DIR", str(tmp_path / "out")])
+        torch.manual_seed(0)
+        trainer = Trainer(cfg)
+        trainer.train()
+        model = trainer.model.eval()
+        assert model.head_direction.ema.device.type == DEVICE and model.head_direction.ema.norm() > 0
+        rows, _ = sweep_classification_dataset(cfg, model, "cifar10_lt_r10_test", [0.0, 1.0])
+        for row in rows:
+            model.alpha = row["alpha"]
+            result = Trainer.test(cfg, model)["classification"]
+            assert abs(result["top1"] - row["top1"]) < 1e-6, (row["alpha"], result, row)
+    finally:
+        os.environ.pop("DETECTRON2_DATASETS", None)
