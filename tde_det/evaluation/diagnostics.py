@@ -1,5 +1,8 @@
 """Per-class diagnostics of a TDE classifier (paper Fig. 1b, supplement Fig. 1): feature norms,
-alignment with the head direction, classifier weight norms and accuracy, per class."""
+alignment with the head direction, classifier weight norms and accuracy, per class.
+
+Tensors may live on any device (the model's); the statistics are computed on the CPU in float64
+and returned as numpy arrays."""
 from typing import Dict
 
 import numpy as np
@@ -13,7 +16,7 @@ __all__ = ["lvis_per_category_ap", "per_class_accuracy", "per_class_feature_stat
 
 def _per_class_mean(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
     """Mean of ``values`` [N] per label; NaN for a class without samples."""
-    labels = labels.long()
+    values, labels = values.cpu(), labels.cpu().long()
     sums = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, values.double())
     counts = torch.bincount(labels, minlength=num_classes).double()
     out = torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("nan")))
@@ -26,9 +29,9 @@ def per_class_feature_stats(features: torch.Tensor, labels: torch.Tensor,
     """Per class: ``feature_norm`` = mean ||x||, and ``cos_head_direction`` = mean over samples
     of the mean over heads of cos(x^k, d_hat^k) (Assumption 1's direction; 0 for a zero head
     direction or a zero feature chunk), ``count`` = samples."""
-    x = features.double()
+    x, labels = features.detach().cpu().double(), labels.cpu()
     norms = torch.linalg.vector_norm(x, dim=1)
-    d_hat = split_heads(unit_heads(head_direction.double(), num_heads), num_heads)
+    d_hat = split_heads(unit_heads(head_direction.detach().cpu().double(), num_heads), num_heads)
     x_hat = split_heads(unit_heads(x, num_heads), num_heads)
     cos = (x_hat * d_hat).sum(-1).mean(-1)
     return {"feature_norm": _per_class_mean(norms, labels, num_classes),
@@ -38,7 +41,7 @@ def per_class_feature_stats(features: torch.Tensor, labels: torch.Tensor,
 
 def weight_norms(weight: torch.Tensor, num_heads: int) -> Dict[str, np.ndarray]:
     """``norm``: ||w_i|| [C]; ``head_norm_mean``: the mean over heads of ||w_i^k|| [C]."""
-    w = weight.detach().double()
+    w = weight.detach().cpu().double()
     return {"norm": torch.linalg.vector_norm(w, dim=1).numpy(),
             "head_norm_mean": head_norms(w, num_heads).mean(-1).numpy()}
 
@@ -46,6 +49,7 @@ def weight_norms(weight: torch.Tensor, num_heads: int) -> Dict[str, np.ndarray]:
 def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor,
                        num_classes: int) -> np.ndarray:
     """Top-1 accuracy (%) per class; NaN for a class without samples."""
+    logits, labels = logits.detach().cpu(), labels.cpu()
     correct = (logits.argmax(dim=1) == labels).double() * 100.0
     return _per_class_mean(correct, labels, num_classes)
 

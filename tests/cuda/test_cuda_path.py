@@ -6,8 +6,10 @@ Each test runs the same code on the CPU and on the GPU, or checks that everythin
 keeps (head directions included) lives on the GPU and that the one-pass alpha sweep equals
 eval-only there too.
 """
+import importlib.util
 import os
 
+import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -19,6 +21,11 @@ from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import Trainer
 from tde_det.evaluation.alpha_sweep import sweep_classification_dataset
 from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep
+from tde_det.evaluation.diagnostics import (
+    per_class_accuracy,
+    per_class_feature_stats,
+    weight_norms,
+)
 from tde_det.layers import (
     CLASSIFIER_KINDS,
     HeadDirection,
@@ -31,6 +38,13 @@ DEVICE = os.environ.get("TDE_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (or TDE_TEST_DEVICE=cpu)")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("kind", [k for k in CLASSIFIER_KINDS if k != "linear"])
@@ -75,18 +89,37 @@ def lvis_paths(tmp_path_factory):
                            seed=3)
 
 
-def _detector_cfg(root, paths, **extra):
-    cfg = get_cfg()
-    add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
-    cfg.merge_from_list([
+def _detector_overrides(paths, **extra):
+    """KEY VALUE overrides of the tiny detector config for the tiny dataset on DEVICE."""
+    return [
         "DATASETS.LVIS_CUSTOM.NAMES", "('cuda_lvis_train', 'cuda_lvis_val')",
         "DATASETS.LVIS_CUSTOM.JSON_FILES", f"('{paths['train']}', '{paths['val']}')",
         "DATASETS.LVIS_CUSTOM.IMAGE_ROOTS", f"('{paths['image_root']}', '{paths['image_root']}')",
         "DATASETS.TRAIN", "('cuda_lvis_train',)", "DATASETS.TEST", "('cuda_lvis_val',)",
-        "MODEL.DEVICE", DEVICE, "SOLVER.MAX_ITER", "8", "SOLVER.WARMUP_ITERS", "1"])
-    cfg.merge_from_list([str(v) for kv in extra.items() for v in kv])
+        "MODEL.DEVICE", DEVICE, "SOLVER.MAX_ITER", "8", "SOLVER.WARMUP_ITERS", "1",
+        *[str(v) for kv in extra.items() for v in kv]]
+
+
+def _detector_cfg(root, paths, **extra):
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
+    cfg.merge_from_list(_detector_overrides(paths, **extra))
     cfg.OUTPUT_DIR = str(root / "out")
+    return cfg
+
+
+def _classifier_cfg(root):
+    """The CIFAR-10-LT config, tiny, on DEVICE (DETECTRON2_DATASETS must hold the data)."""
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "cifar10_lt_r10_tde.yaml"))
+    cfg.merge_from_list([
+        "MODEL.DEVICE", DEVICE, "MODEL.CIFAR_RESNET.DEPTH", "8", "SOLVER.IMS_PER_BATCH", "16",
+        "SOLVER.MAX_ITER", "6", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
+        "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "('cifar10_lt_r10_test',)",
+        "TEST.CLASSIFICATION.MANY_THRESHOLD", "30", "TEST.CLASSIFICATION.FEW_THRESHOLD", "10",
+        "OUTPUT_DIR", str(root / "out")])
     return cfg
 
 
@@ -133,15 +166,7 @@ def test_classifier_trains_on_cuda_and_sweep_equals_eval_only(tmp_path):
     write_cifar_pickles(str(tmp_path / "data"), "cifar10", per_class=40, test_per_class=6)
     os.environ["DETECTRON2_DATASETS"] = str(tmp_path / "data")
     try:
-        cfg = get_cfg()
-        add_tde_config(cfg)
-        cfg.merge_from_file(os.path.join(REPO, "configs", "cifar10_lt_r10_tde.yaml"))
-        cfg.merge_from_list([
-            "MODEL.DEVICE", DEVICE, "MODEL.CIFAR_RESNET.DEPTH", "8", "SOLVER.IMS_PER_BATCH", "16",
-            "SOLVER.MAX_ITER", "6", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
-            "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "('cifar10_lt_r10_test',)",
-            "TEST.CLASSIFICATION.MANY_THRESHOLD", "30", "TEST.CLASSIFICATION.FEW_THRESHOLD", "10",
-            "OUTPUT_DIR", str(tmp_path / "out")])
+        cfg = _classifier_cfg(tmp_path)
         torch.manual_seed(0)
         trainer = Trainer(cfg)
         trainer.train()
@@ -152,5 +177,49 @@ def test_classifier_trains_on_cuda_and_sweep_equals_eval_only(tmp_path):
             model.alpha = row["alpha"]
             result = Trainer.test(cfg, model)["classification"]
             assert abs(result["top1"] - row["top1"]) < 1e-6, (row["alpha"], result, row)
+    finally:
+        os.environ.pop("DETECTRON2_DATASETS", None)
+
+
+def test_diagnostics_take_tensors_on_the_device():
+    torch.manual_seed(0)
+    x, labels, ema = torch.randn(20, 8), torch.randint(0, 3, (20,)), torch.randn(8)
+    w, logits = torch.randn(3, 8), torch.randn(20, 3)
+    on = lambda t: t.to(DEVICE)  # noqa: E731
+    for key, value in per_class_feature_stats(on(x), on(labels), on(ema), 2, 3).items():
+        np.testing.assert_allclose(value, per_class_feature_stats(x, labels, ema, 2, 3)[key])
+    for key, value in weight_norms(on(w), 2).items():
+        np.testing.assert_allclose(value, weight_norms(w, 2)[key])
+    np.testing.assert_array_equal(per_class_accuracy(on(logits), on(labels), 3),
+                                  per_class_accuracy(logits, labels, 3))
+
+
+def test_diagnose_and_visualize_a_detector_on_cuda(tmp_path, lvis_paths):
+    cfg = _detector_cfg(tmp_path, lvis_paths)
+    Trainer(cfg).train()
+    cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    rows = _tool("diagnose").diagnose_detector(cfg, "cuda_lvis_val", str(tmp_path / "diag"))
+    assert len(rows) == 6 and all(np.isfinite(r["weight_norm"]) for r in rows)
+    assert (tmp_path / "diag" / "per_class.csv").exists()
+    visualize = _tool("visualize")
+    args = visualize.parse_args([
+        "--config-file", os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"),
+        "--dataset", "cuda_lvis_val", "--show-gt", "--compare-tde", "--max-images", "2",
+        "--output", str(tmp_path / "vis"), *_detector_overrides(lvis_paths),
+        "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "OUTPUT_DIR", str(tmp_path / "vis_out")])
+    visualize.main(args)
+    assert len(list((tmp_path / "vis").iterdir())) == 2
+
+
+def test_diagnose_a_classifier_on_cuda(tmp_path):
+    write_cifar_pickles(str(tmp_path / "data"), "cifar10", per_class=40, test_per_class=6)
+    os.environ["DETECTRON2_DATASETS"] = str(tmp_path / "data")
+    try:
+        cfg = _classifier_cfg(tmp_path)
+        Trainer(cfg).train()
+        cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+        rows = _tool("diagnose").diagnose_classifier(cfg, "cifar10_lt_r10_test",
+                                                     str(tmp_path / "diag"))
+        assert len(rows) == 10 and all(np.isfinite(r["feature_norm"]) for r in rows)
     finally:
         os.environ.pop("DETECTRON2_DATASETS", None)
