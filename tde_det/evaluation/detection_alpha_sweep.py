@@ -56,7 +56,7 @@ def parallel_evaluation_workers(requested: int, num_alphas: int) -> int:
         raise ValueError(f"the number of evaluation workers must be >= 1, got {requested}")
     if comm.get_world_size() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         return 1
-    return max(1, min(requested, num_alphas))
+    return min(requested, num_alphas)
 
 
 @contextmanager
