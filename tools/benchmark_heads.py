@@ -6,6 +6,7 @@ ratios (targets: inference <= 1.03x, training <= 1.02x, memory <= 1.02x).
     python tools/benchmark_heads.py                 # LVIS-sized heads, CPU (CUDA when present)
     python tools/benchmark_heads.py --quick         # small sizes, for a smoke test
     python tools/benchmark_heads.py --whole-model 20  # also the whole model's training step
+    python tools/benchmark_heads.py --breakdown     # where the TDE heads' training time goes
 
 Both heads get the same FPN features of one 800x1333 image (random, fixed seed), the same
 proposals and ground truth, and the same weights: every shared parameter is copied from the
@@ -204,6 +205,59 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - t0
 
 
+def cuda_kernels(fn) -> int:
+    """CUDA kernels launched by one call of ``fn`` (copies and memsets not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(e.count for e in prof.key_averages()
+               if e.device_type == torch.autograd.DeviceType.CUDA
+               and not e.key.startswith(("Memcpy", "Memset")))
+
+
+def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[str, Dict]:
+    """Where the TDE heads' extra training time goes: the step of the stock heads, of the TDE
+    heads (fg_cos not recorded, as in most iterations), of the TDE heads in an iteration whose
+    fg_cos the logging hook writes, and of the TDE heads with the head-direction update switched
+    off (for this measurement only); medians of ``repeats`` interleaved steps, and on CUDA the
+    kernels one step launches."""
+    predictors = list(tde.box_predictor)
+    opts = {id(h): torch.optim.SGD(h.parameters(), lr=0.0, momentum=0.9) for h in (stock, tde)}
+
+    def tde_step(record_cos: bool, update: bool):
+        def step():
+            for p in predictors:
+                p.record_foreground_cos = record_cos
+                if not update:
+                    p.update_head_direction = lambda x, gt_classes: None
+            try:
+                training_step(tde, inputs, opts[id(tde)])
+            finally:
+                for p in predictors:
+                    p.record_foreground_cos = False
+                    p.__dict__.pop("update_head_direction", None)
+        return step
+
+    variants = {"stock CascadeROIHeads": lambda: training_step(stock, inputs, opts[id(stock)]),
+                "TDECascadeROIHeads": tde_step(False, True),
+                "TDECascadeROIHeads, an iteration that logs fg_cos": tde_step(True, True),
+                "TDECascadeROIHeads without the head-direction update": tde_step(False, False)}
+    for fn in variants.values():
+        fn()
+    times = {name: [] for name in variants}
+    names = list(variants)
+    for i in range(repeats):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            times[name].append(timed(variants[name], device))
+    out = {name: {"seconds": statistics.median(t)} for name, t in times.items()}
+    if device.startswith("cuda"):
+        for name, fn in variants.items():
+            out[name]["cuda_kernels"] = cuda_kernels(fn)
+    return out
+
+
 def _proc_status_mib(field: str) -> float:
     with open("/proc/self/status") as f:
         return next(int(ln.split()[1]) for ln in f if ln.startswith(field + ":")) / 1024
@@ -256,6 +310,9 @@ def main(argv=None) -> Dict:
     p.add_argument("--whole-model", type=int, default=0, metavar="N",
                    help="also time N training steps of the whole Cascade Mask R-CNN of the "
                    "config (backbone, RPN, heads; 2 images) with each head, for context")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the TDE heads' training step with fg_cos recorded and with "
+                   "the head-direction update switched off (and count CUDA kernels)")
     p.add_argument("--memory-probe", choices=["stock", "tde"], help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)  # the shared weights, for --memory-probe
     args = p.parse_args(argv)
@@ -314,6 +371,18 @@ def main(argv=None) -> Dict:
         ok = "ok" if b / a <= target else "MISSED"
         print(f"| {name} | {a:.4g} | {b:.4g} | {b / a:.3f}x | <= {target}x {ok} |")
         result[name] = {"stock": a, "tde": b, "ratio": b / a, "target": target}
+    if args.breakdown:
+        parts = training_breakdown(stock, tde, inputs, args.device,
+                                   args.training_repeats or 3 * args.repeats)
+        base = parts["stock CascadeROIHeads"]["seconds"]
+        print("\nWhere the training time goes (medians of "
+              f"{args.training_repeats or 3 * args.repeats} interleaved steps each):")
+        print("| training step of the heads | time (s) | ratio | CUDA kernels |")
+        print("|---|---|---|---|")
+        for name, r in parts.items():
+            print(f"| {name} | {r['seconds']:.4g} | {r['seconds'] / base:.3f}x | "
+                  f"{r.get('cuda_kernels', '-')} |")
+        result["breakdown"] = parts
     if args.whole_model:
         del stock, tde, inputs, opts
         if args.device.startswith("cuda"):

@@ -10,7 +10,7 @@ from tools_helpers import REPO
 
 def test_quick_run_prints_ratios():
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_heads.py"),
-                           "--quick", "--repeats", "1", "--device", "cpu"], cwd=REPO,
+                           "--quick", "--repeats", "1", "--device", "cpu", "--breakdown"], cwd=REPO,
                           capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -21,3 +21,8 @@ def test_quick_run_prints_ratios():
         stock, tde = (float(v) for v in line.split("|")[2:4])
         assert stock > 0 and tde > 0  # the heads' own memory, above the process baseline
     assert "50 / 50 detections" in proc.stdout  # both heads send the same boxes to the mask head
+    for variant in ("stock CascadeROIHeads", "TDECascadeROIHeads",
+                    "TDECascadeROIHeads, an iteration that logs fg_cos",
+                    "TDECascadeROIHeads without the head-direction update"):
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(f"| {variant} |"))
+        assert float(line.split("|")[2]) > 0 and line.rstrip().endswith("| - |"), line
