@@ -67,6 +67,23 @@ def make_cfg(variant: str, quick: bool, device: str):
     return cfg
 
 
+def random_boxes(n: int, h: int, w: int, g: torch.Generator, pos: float = 0.8,
+                 size: float = 0.2) -> Boxes:
+    """``n`` boxes with corners in the first ``pos`` of the image and sides of 16 px plus up to
+    ``size`` of the image."""
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w * pos, h * pos])
+    wh = 16 + torch.rand(n, 2, generator=g) * torch.tensor([w * size, h * size])
+    return Boxes(torch.cat([xy, xy + wh], 1))
+
+
+def random_ground_truth(n: int, h: int, w: int, g: torch.Generator, **box_args) -> Instances:
+    """``n`` random ground-truth instances (boxes, classes of 50, bit masks) of an h x w image."""
+    gt = Instances((h, w), gt_boxes=random_boxes(n, h, w, g, **box_args),
+                   gt_classes=torch.randint(0, 50, (n,), generator=g))
+    gt.gt_masks = BitMasks(torch.rand(n, h, w, generator=g) > 0.5)
+    return gt
+
+
 def make_inputs(quick: bool, device: str, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     h, w = (128, 192) if quick else IMAGE_SIZE
@@ -74,18 +91,9 @@ def make_inputs(quick: bool, device: str, seed: int = 0):
     features = {f"p{k}": torch.randn(1, channels, h // 2 ** k, w // 2 ** k, generator=g)
                 .to(device) for k in (2, 3, 4, 5)}
     n_props, n_gt = (64, 4) if quick else (1000, 15)
-
-    def boxes(n):
-        xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.8, h * 0.8])
-        wh = 16 + torch.rand(n, 2, generator=g) * torch.tensor([w * 0.2, h * 0.2])
-        return Boxes(torch.cat([xy, xy + wh], 1).to(device))
-
-    proposals = Instances((h, w), proposal_boxes=boxes(n_props),
-                          objectness_logits=torch.randn(n_props, generator=g).to(device))
-    gt = Instances((h, w), gt_boxes=boxes(n_gt),
-                   gt_classes=torch.randint(0, 50, (n_gt,), generator=g).to(device))
-    gt.gt_masks = BitMasks(torch.rand(n_gt, h, w, generator=g).to(device) > 0.5)
-    return features, proposals, gt
+    proposals = Instances((h, w), proposal_boxes=random_boxes(n_props, h, w, g),
+                          objectness_logits=torch.randn(n_props, generator=g)).to(device)
+    return features, proposals, random_ground_truth(n_gt, h, w, g).to(device)
 
 
 def build_heads(variant: str, quick: bool, device: str) -> torch.nn.Module:
@@ -138,12 +146,7 @@ def make_model_batch(quick: bool, device: str, images: int = 2, seed: int = 0) -
     h, w = (128, 192) if quick else IMAGE_SIZE
     batch = []
     for _ in range(images):
-        n = 4 if quick else 15
-        xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
-        wh = 16 + torch.rand(n, 2, generator=g) * torch.tensor([w * 0.25, h * 0.25])
-        gt = Instances((h, w), gt_boxes=Boxes(torch.cat([xy, xy + wh], 1)),
-                       gt_classes=torch.randint(0, 50, (n,), generator=g))
-        gt.gt_masks = BitMasks(torch.rand(n, h, w, generator=g) > 0.5)
+        gt = random_ground_truth(4 if quick else 15, h, w, g, pos=0.7, size=0.25)
         batch.append({"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
                       "height": h, "width": w, "instances": gt})
     return batch

@@ -1,5 +1,4 @@
 """LVIS-format loading with annotation checks, and registration of a user's dataset."""
-import json
 import logging
 import os
 
@@ -16,6 +15,8 @@ from tde_det.data.detection import (
 )
 from tde_det.data.detection.synthetic import TINY_CATEGORIES, write_tiny_lvis
 
+from lvis_json_helpers import edited_copy
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -23,14 +24,8 @@ def tiny(tmp_path_factory):
 
 
 def corrupt(tiny, tmp_path, edit):
-    """A copy of the train json with ``edit(data)`` applied; returns its path."""
-    with open(tiny["train"]) as f:
-        data = json.load(f)
-    edit(data)
-    path = str(tmp_path / "bad.json")
-    with open(path, "w") as f:
-        json.dump(data, f)
-    return path, data
+    """A copy of the train json with ``edit(data)`` applied; returns (path, data)."""
+    return edited_copy(tiny["train"], tmp_path / "bad.json", edit)
 
 
 def first_ann(data):

@@ -26,6 +26,8 @@ from tde_det.data.detection.lvis import BUILTIN_LVIS
 from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import detection_task
 
+from lvis_json_helpers import edited_copy
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -49,16 +51,6 @@ def tde_log(caplog):
     caplog.set_level(logging.INFO, logger="tde_det")
     yield caplog
     log.removeHandler(caplog.handler)
-
-
-def edited_copy(src: str, path, edit):
-    """``src`` json with ``edit(data)`` applied, written to ``path``; returns (path, data)."""
-    with open(src) as f:
-        data = json.load(f)
-    edit(data)
-    with open(path, "w") as f:
-        json.dump(data, f)
-    return str(path), data
 
 
 def box_mask(ann, img):
