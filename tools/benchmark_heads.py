@@ -40,6 +40,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model, build_roi_heads
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
@@ -220,12 +221,42 @@ def cuda_kernels(fn) -> int:
                and not e.key.startswith(("Memcpy", "Memset")))
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen operators that run below autograd (forward and backward), leaving out
+    views, metadata and CPU scalar wrapping, which launch no kernel."""
+
+    NOT_KERNELS = {"aten::promote_types", "aten::scalar_tensor", "aten::_local_scalar_dense",
+                   "aten::detach", "aten::alias", "aten::t", "aten::transpose", "aten::unsqueeze",
+                   "aten::squeeze", "aten::select", "aten::slice", "aten::expand",
+                   "aten::permute", "aten::reshape", "aten::_unsafe_view", "aten::as_strided",
+                   "aten::split", "aten::split_with_sizes", "aten::narrow", "aten::unbind",
+                   "aten::chunk", "aten::view", "aten::_reshape_alias"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name not in self.NOT_KERNELS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def aten_ops(fn) -> int:
+    """ATen operators one call of ``fn`` runs (CPU): a device-independent count of the kernels
+    a launch-bound GPU step pays for."""
+    counter = _OpCounter()
+    with counter:
+        fn()
+    return counter.count
+
+
 def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[str, Dict]:
     """Where the TDE heads' extra training time goes: the step of the stock heads, of the TDE
     heads (fg_cos not recorded, as in most iterations), of the TDE heads in an iteration whose
     fg_cos the logging hook writes, and of the TDE heads with the head-direction update switched
-    off (for this measurement only); medians of ``repeats`` interleaved steps, and on CUDA the
-    kernels one step launches."""
+    off (for this measurement only); medians of ``repeats`` interleaved steps, and the kernels
+    one step launches on CUDA, or the ATen operators it runs on the CPU."""
     predictors = list(tde.box_predictor)
     opts = {id(h): torch.optim.SGD(h.parameters(), lr=0.0, momentum=0.9) for h in (stock, tde)}
 
@@ -255,9 +286,11 @@ def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[st
         for name in (names if i % 2 == 0 else names[::-1]):
             times[name].append(timed(variants[name], device))
     out = {name: {"seconds": statistics.median(t)} for name, t in times.items()}
-    if device.startswith("cuda"):
-        for name, fn in variants.items():
+    for name, fn in variants.items():
+        if device.startswith("cuda"):
             out[name]["cuda_kernels"] = cuda_kernels(fn)
+        else:  # the backward runs in this thread on the CPU, so the counter sees it
+            out[name]["aten_ops"] = aten_ops(fn)
     return out
 
 
@@ -315,7 +348,8 @@ def main(argv=None) -> Dict:
                    "config (backbone, RPN, heads; 2 images) with each head, for context")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the TDE heads' training step with fg_cos recorded and with "
-                   "the head-direction update switched off (and count CUDA kernels)")
+                   "the head-direction update switched off (and count CUDA kernels, or on the "
+                   "CPU ATen operators)")
     p.add_argument("--memory-probe", choices=["stock", "tde"], help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)  # the shared weights, for --memory-probe
     args = p.parse_args(argv)
@@ -380,11 +414,12 @@ def main(argv=None) -> Dict:
         base = parts["stock CascadeROIHeads"]["seconds"]
         print("\nWhere the training time goes (medians of "
               f"{args.training_repeats or 3 * args.repeats} interleaved steps each):")
-        print("| training step of the heads | time (s) | ratio | CUDA kernels |")
+        counted = "CUDA kernels" if args.device.startswith("cuda") else "ATen ops"
+        print(f"| training step of the heads | time (s) | ratio | {counted} |")
         print("|---|---|---|---|")
         for name, r in parts.items():
             print(f"| {name} | {r['seconds']:.4g} | {r['seconds'] / base:.3f}x | "
-                  f"{r.get('cuda_kernels', '-')} |")
+                  f"{r.get('cuda_kernels', r.get('aten_ops', '-'))} |")
         result["breakdown"] = parts
     if args.whole_model:
         del stock, tde, inputs, opts

@@ -6,6 +6,7 @@ from .tde_math import (
     background_exempted_probs,
     tde_bias_logits,
     tde_logits,
+    tde_logits_and_bias,
 )
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "background_exempted_probs",
     "tde_bias_logits",
     "tde_logits",
+    "tde_logits_and_bias",
 ]

@@ -46,7 +46,7 @@ class HeadDirection(nn.Module):
         """x_bar <- mu * x_bar + mean of the kept rows of ``features`` ([N, dim], detached).
 
         ``keep``: optional bool mask [N] (detection: foreground proposals only). No kept row
-        (over all ranks when synced) leaves x_bar bit-exactly unchanged. No host sync.
+        (over all ranks when synced) leaves x_bar unchanged. No host sync.
         """
         if features.dim() != 2 or features.shape[1] != self.dim:
             raise ValueError(f"features must have shape [N, {self.dim}] (dim), "
@@ -66,13 +66,16 @@ class HeadDirection(nn.Module):
             # where(), not a product with the mask: a non-finite row that is not kept is ignored.
             total = torch.where(keep[:, None], rows, 0.0).sum(dim=0, dtype=torch.float64)
             count = keep.sum(dim=0, keepdim=True, dtype=torch.float64)
-        stats = torch.cat([total, count])
         if self.sync and dist.is_available() and dist.is_initialized() \
                 and dist.get_world_size() > 1:
+            stats = torch.cat([total, count])
             dist.all_reduce(stats, op=dist.ReduceOp.SUM)
-        total, count = stats[:-1].to(self.ema.device), stats[-1].to(self.ema.device)
-        mean = (total / count.clamp_min(1.0)).to(self.ema.dtype)
-        self.ema.copy_(torch.where(count > 0, self.ema * self._mu + mean, self.ema))
+            total, count = stats[:-1], stats[-1:]
+        total, count = total.to(self.ema.device), count.to(self.ema.device)
+        # x_bar * mu + total / count; with no kept row x_bar * 1 + 0 / 1 (only a -0.0 turns +0.0).
+        # In place and in four kernels; the division is done in float64.
+        self.ema.mul_(torch.where(count > 0, self._mu, 1.0)).addcdiv_(total,
+                                                                      count.clamp_min(1.0))
 
     def direction(self) -> Tensor:
         """d_hat: [dim], each of the K head chunks of x_bar scaled to norm 1 (zero stays zero)."""

@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "CLASSIFIER_KINDS", "check_kind", "check_num_heads", "split_heads", "head_norms",
     "unit_heads", "normalize_features", "normalize_weights", "classifier_logits",
-    "tde_bias", "tde_bias_logits", "tde_logits", "background_exempted_probs",
+    "classifier_logits_and_tde_bias", "tde_bias", "tde_bias_logits", "tde_logits_and_bias",
+    "tde_logits", "background_exempted_probs",
 ]
 
 CLASSIFIER_KINDS = ("linear", "cosine", "capsule", "deconfound")
@@ -77,6 +78,22 @@ def unit_heads(t: Tensor, num_heads: int) -> Tensor:
     return (h / torch.where(n > 0, n, torch.ones_like(n))).reshape(t.shape)
 
 
+def _feature_parts(x: Tensor, kind: str, num_heads: int,
+                   eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """(x^k chunks [..., K, h], ||x^k|| and the denominator N_x(x^k), both [..., K, 1])."""
+    h = split_heads(x, num_heads)
+    n = torch.linalg.vector_norm(h, dim=-1, keepdim=True)
+    return h, n, n + 1.0 if kind == "capsule" else n + eps
+
+
+def _weight_parts(w: Tensor, kind: str, num_heads: int, gamma: float,
+                  eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """(w_i^k chunks [C, K, h], ||w_i^k|| and the denominator N_w(w_i^k), both [C, K, 1])."""
+    h = split_heads(w, num_heads)
+    n = torch.linalg.vector_norm(h, dim=-1, keepdim=True)
+    return h, n, (n + gamma if kind == "deconfound" else n).clamp_min(eps)
+
+
 def normalize_features(x: Tensor, kind: str, num_heads: int, eps: float) -> Tensor:
     """phi(x) of supplement eq. 1, per head: x^k / N_x(x^k).
 
@@ -85,9 +102,8 @@ def normalize_features(x: Tensor, kind: str, num_heads: int, eps: float) -> Tens
     """
     if check_kind(kind) == "linear":
         return x
-    h = split_heads(x, num_heads)
-    n = torch.linalg.vector_norm(h, dim=-1, keepdim=True)
-    return (h / (n + 1.0 if kind == "capsule" else n + eps)).reshape(x.shape)
+    h, _, d = _feature_parts(x, kind, num_heads, eps)
+    return (h / d).reshape(x.shape)
 
 
 def normalize_weights(w: Tensor, kind: str, num_heads: int, gamma: float, eps: float) -> Tensor:
@@ -98,11 +114,60 @@ def normalize_weights(w: Tensor, kind: str, num_heads: int, gamma: float, eps: f
     """
     if check_kind(kind) == "linear":
         return w
-    h = split_heads(w, num_heads)
-    n = torch.linalg.vector_norm(h, dim=-1, keepdim=True)
-    if kind == "deconfound":
-        n = n + gamma
-    return (h / n.clamp_min(eps)).reshape(w.shape)
+    h, _, d = _weight_parts(w, kind, num_heads, gamma, eps)
+    return (h / d).reshape(w.shape)
+
+
+def _normalized_backward(g: Tensor, f: Tensor, n: Tensor, d: Tensor, active: Tensor) -> Tensor:
+    """The gradient through f = t / D(||t||) per head chunk, given g = dL/df ([..., K, h]):
+
+        dL/dt = g / D - f * (f^T g) * D'(||t||) / ||t||
+
+    with D' = 1 where ``active`` (the denominator follows ||t||) and 0 elsewhere (a clamped
+    denominator, or ||t|| = 0, where autograd's norm and clamp backwards give 0 too).
+    """
+    c = (f.unsqueeze(-2) @ g.unsqueeze(-1)).squeeze(-1)  # f^T g per chunk, [..., K, 1]
+    return (g / d).addcmul_(f, torch.where(active, c / n, 0.0), value=-1.0)
+
+
+class _NormalizedLogits(torch.autograd.Function):
+    """Eq. 7 (and the cosine / capsule ablations) with a hand-written backward.
+
+    The forward is the arithmetic of :func:`normalize_features`, :func:`normalize_weights` and
+    :func:`classifier_logits`, bit for bit; the backward applies :func:`_normalized_backward`
+    to each side: half the kernels of autograd's chain of norm, add, clamp and division
+    backwards (15 instead of 28 per call), which matters in a launch-bound training step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, kind: str, num_heads: int, tau: float, gamma: float,
+                eps: float) -> Tensor:
+        hx, nx, dx = _feature_parts(x, kind, num_heads, eps)
+        hw, nw, dw = _weight_parts(w, kind, num_heads, gamma, eps)
+        fx, fw = hx / dx, hw / dw
+        ctx.save_for_backward(fx, nx, dx, fw, nw, dw)
+        ctx.scale, ctx.kind, ctx.gamma, ctx.eps = tau / num_heads, kind, gamma, eps
+        return ctx.scale * (fx.reshape(x.shape) @ fw.reshape(w.shape).t())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        fx, nx, dx, fw, nw, dw = ctx.saved_tensors
+        g = grad * ctx.scale
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            gx = (g @ fw.reshape(fw.shape[0], -1)).view(fx.shape)
+            grad_x = _normalized_backward(gx, fx, nx, dx, nx > 0).view(fx.shape[0], -1)
+        if ctx.needs_input_grad[1]:
+            gw = (g.t() @ fx.reshape(fx.shape[0], -1)).view(fw.shape)
+            if ctx.kind != "deconfound":  # D = max(||w||, eps) follows ||w|| iff ||w|| >= eps
+                active = nw >= ctx.eps
+            elif ctx.gamma >= ctx.eps:  # ||w|| + gamma >= eps always: follows unless ||w|| = 0
+                active = nw > 0
+            else:
+                active = (nw > 0) & (nw + ctx.gamma >= ctx.eps)
+            grad_w = _normalized_backward(gw, fw, nw, dw, active).view(fw.shape[0], -1)
+        return grad_x, grad_w, None, None, None, None, None
 
 
 def classifier_logits(x: Tensor, w: Tensor, kind: str, num_heads: int, tau: float,
@@ -115,6 +180,8 @@ def classifier_logits(x: Tensor, w: Tensor, kind: str, num_heads: int, tau: floa
     """
     if check_kind(kind) == "linear":
         return x @ w.t()
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        return _NormalizedLogits.apply(x, w, kind, num_heads, tau, gamma, eps)
     fx = normalize_features(x, kind, num_heads, eps)
     fw = normalize_weights(w, kind, num_heads, gamma, eps)
     return (tau / num_heads) * (fx @ fw.t())
@@ -139,12 +206,36 @@ def tde_bias(x: Tensor, w: Tensor, head_direction: Tensor, kind: str, num_heads:
     if check_kind(kind) == "linear":
         raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
                          "deconfound); got kind 'linear'")
-    d_hat = split_heads(unit_heads(head_direction.to(x.dtype), num_heads), num_heads)  # [K, h]
-    fx = split_heads(normalize_features(x, kind, num_heads, eps), num_heads)  # [N, K, h]
-    fw = split_heads(normalize_weights(w, kind, num_heads, gamma, eps), num_heads)  # [C, K, h]
+    fx = normalize_features(x, kind, num_heads, eps)
+    fw = normalize_weights(w, kind, num_heads, gamma, eps)
+    return _bias_of_normalized(fx, fw, head_direction, num_heads, tau)
+
+
+def _bias_of_normalized(fx: Tensor, fw: Tensor, head_direction: Tensor, num_heads: int,
+                        tau: float) -> Tensor:
+    """B of eq. 8 from phi(x) [N, d] and w_hat [C, d] (see :func:`tde_bias`)."""
+    d_hat = split_heads(unit_heads(head_direction.to(fx.dtype), num_heads), num_heads)  # [K, h]
     # B = (tau/K) * sum_k (phi(x^k)^T d_hat^k) (w_hat_i^k^T d_hat^k): an [N, K] x [K, C] product
     # instead of projecting every feature and multiplying by the [C, d] weights again.
-    return (tau / num_heads) * ((fx * d_hat).sum(-1) @ (fw * d_hat).sum(-1).t())
+    return (tau / num_heads) * ((split_heads(fx, num_heads) * d_hat).sum(-1)
+                                @ (split_heads(fw, num_heads) * d_hat).sum(-1).t())
+
+
+def classifier_logits_and_tde_bias(x: Tensor, w: Tensor, head_direction: Tensor, kind: str,
+                                   num_heads: int, tau: float, gamma: float,
+                                   eps: float) -> Tuple[Tensor, Tensor]:
+    """(z, B): eq. 7 logits and the alpha-free term of eq. 8, sharing phi(x) and w_hat.
+
+    The same numbers, bit for bit, as :func:`classifier_logits` (without autograd) and
+    :func:`tde_bias`, in fewer kernels; TDE(z) = z - alpha * B.
+    """
+    if check_kind(kind) == "linear":
+        raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
+                         "deconfound); got kind 'linear'")
+    fx = normalize_features(x, kind, num_heads, eps)
+    fw = normalize_weights(w, kind, num_heads, gamma, eps)
+    return ((tau / num_heads) * (fx @ fw.t()),
+            _bias_of_normalized(fx, fw, head_direction, num_heads, tau))
 
 
 def _raw_head_direction(classifier: "NormalizedClassifier",
@@ -177,6 +268,18 @@ def tde_bias_logits(classifier: "NormalizedClassifier", x: Tensor,
                         classifier.tau, classifier.gamma, classifier.eps)
 
 
+def tde_logits_and_bias(classifier: "NormalizedClassifier", x: Tensor,
+                        head_direction: Union[Tensor, "HeadDirection"]) -> Tuple[Tensor, Tensor]:
+    """(``classifier(x)``, :func:`tde_bias_logits`) in one pass (inference: no custom backward),
+    bit for bit the same numbers: eq. 7 logits z and B, so that TDE(z) = z - alpha * B."""
+    d_hat = _raw_head_direction(classifier, head_direction)
+    x, w = classifier.check_input(x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return classifier_logits_and_tde_bias(x, w, d_hat.to(x.device), classifier.kind,
+                                              classifier.num_heads, classifier.tau,
+                                              classifier.gamma, classifier.eps)
+
+
 def tde_logits(classifier: "NormalizedClassifier", x: Tensor,
                head_direction: Union[Tensor, "HeadDirection"], alpha: float) -> Tensor:
     """Eq. 8, the Total Direct Effect logits (inference only):
@@ -193,7 +296,8 @@ def tde_logits(classifier: "NormalizedClassifier", x: Tensor,
     if classifier.kind == "linear":
         raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
                          "deconfound); got kind 'linear'")
-    return classifier(x) - float(alpha) * tde_bias_logits(classifier, x, head_direction)
+    total, bias = tde_logits_and_bias(classifier, x, head_direction)
+    return total - float(alpha) * bias
 
 
 def background_exempted_probs(total_logits: Tensor, tde_logits: Tensor,
@@ -217,9 +321,14 @@ def background_exempted_probs(total_logits: Tensor, tde_logits: Tensor,
     bg = bg_index % ncol
     dtype = torch.promote_types(total_logits.dtype, torch.float32)
     p = torch.softmax(total_logits.to(dtype), dim=1)
-    fg = torch.arange(ncol, device=p.device) != bg
-    q_fg = torch.softmax(tde_logits.to(dtype)[:, fg], dim=1)  # q_i / (1 - q_bg)
-    out = torch.empty_like(p)
-    out[:, bg] = p[:, bg]
-    out[:, fg] = p[:, fg].sum(dim=1, keepdim=True) * q_fg
-    return out
+    p_fg, p_bg = _without_column(p, bg), p[:, bg:bg + 1]
+    q_fg = torch.softmax(_without_column(tde_logits.to(dtype), bg), dim=1)  # q_i / (1 - q_bg)
+    scaled = p_fg.sum(dim=1, keepdim=True) * q_fg
+    return torch.cat([scaled[:, :bg], p_bg, scaled[:, bg:]], dim=1)
+
+
+def _without_column(t: Tensor, col: int) -> Tensor:
+    """``t`` [N, C] without column ``col``: slices, not a boolean mask (no host sync)."""
+    if col == t.shape[1] - 1:
+        return t[:, :col]
+    return t[:, col + 1:] if col == 0 else torch.cat([t[:, :col], t[:, col + 1:]], dim=1)

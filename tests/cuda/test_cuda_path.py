@@ -7,6 +7,7 @@ keeps (head directions included) lives on the GPU and that the one-pass alpha sw
 eval-only there too.
 """
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -147,7 +148,15 @@ def test_tiny_detector_trains_on_cuda_and_sweep_equals_eval_only(tmp_path, lvis_
         c.defrost()
         c.OUTPUT_DIR = str(tmp_path / f"eval_{alpha}")
         assert swept[alpha] == Trainer.test(c, model), alpha
-    assert swept[0.0] != swept[1.5]
+        # the detections themselves, not only the APs (all 0 for a weak model)
+        detections = json.load(open(tmp_path / f"sweep_{alpha}" / "lvis_instances_results.json"))
+        again = json.load(open(tmp_path / f"eval_{alpha}" / "inference"
+                               / "lvis_instances_results.json"))
+        assert detections == again and len(detections) > 0, alpha
+    scores = {a: [d["score"] for d in json.load(open(tmp_path / f"sweep_{a}" /
+                                                     "lvis_instances_results.json"))]
+              for a in (0.0, 1.5)}
+    assert scores[0.0] != scores[1.5]  # alpha matters, so the equality above could fail
 
 
 def test_detector_training_step_on_cuda_has_finite_losses(tmp_path, lvis_paths):

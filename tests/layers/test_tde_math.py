@@ -14,6 +14,7 @@ from tde_det.layers import (
     background_exempted_probs,
     tde_bias_logits,
     tde_logits,
+    tde_logits_and_bias,
 )
 
 NORMALISED = ("cosine", "capsule", "deconfound")
@@ -220,3 +221,29 @@ def test_layers_never_import_detectron2():
                 names = [node.module or ""]
             assert not any(n.split(".")[0] == "detectron2" for n in names), (path, names)
             assert not any(n.split(".")[0] == "tde_det" for n in names), (path, names)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "capsule", "deconfound"])
+def test_logits_and_bias_in_one_pass_are_bit_identical(kind):
+    gen = torch.Generator().manual_seed(3)
+    clf = NormalizedClassifier(8, 5, kind=kind, num_heads=2)
+    x, xbar = torch.randn(6, 8, generator=gen), torch.randn(8, generator=gen)
+    with torch.no_grad():
+        total, bias = tde_logits_and_bias(clf, x, xbar)
+        assert torch.equal(total, clf(x)) and torch.equal(bias, tde_bias_logits(clf, x, xbar))
+    total_grad, _ = tde_logits_and_bias(clf, x, xbar)  # with autograd on: the same numbers
+    assert torch.equal(total_grad.detach(), total)
+
+
+@pytest.mark.parametrize("bg", [0, 2, 4, -1])
+def test_eq9_for_every_background_column(bg):
+    gen = torch.Generator().manual_seed(4)
+    total, tde = torch.randn(3, 5, generator=gen), torch.randn(3, 5, generator=gen)
+    out = background_exempted_probs(total, tde, bg_index=bg)
+    p, q = torch.softmax(total, 1), torch.softmax(tde, 1)
+    b = bg % 5
+    fg = [i for i in range(5) if i != b]
+    expected = torch.empty(3, 5)
+    expected[:, b] = p[:, b]
+    expected[:, fg] = (1 - p[:, b:b + 1]) * q[:, fg] / (1 - q[:, b:b + 1])
+    torch.testing.assert_close(out, expected)

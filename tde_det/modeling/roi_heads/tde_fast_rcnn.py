@@ -2,6 +2,7 @@
 inference, and the stage's own head direction (Assumption 1) from its foreground proposals."""
 import logging
 import math
+import weakref
 from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -14,7 +15,7 @@ from tde_det.layers import (
     HeadDirection,
     NormalizedClassifier,
     background_exempted_probs,
-    tde_bias_logits,
+    tde_logits_and_bias,
 )
 from tde_det.layers.tde_math import split_heads, unit_heads
 
@@ -87,6 +88,9 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         # logging hook sets it for the iterations it logs, so other steps skip its ~15 kernels.
         self.register_buffer("last_foreground_cos", torch.tensor(math.nan), persistent=False)
         self.record_foreground_cos = False
+        self._foreground_cos_recorded = False
+        # (weak reference to the head direction's tensor, its version) when last checked
+        self._checked_direction: Optional[Tuple[weakref.ref, int]] = None
 
     @property
     def alpha(self) -> float:
@@ -149,11 +153,12 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                                    "proposals): call forward(x, gt_classes) or use "
                                    "proposal_labels(gt_classes)")
             self.update_head_direction(x, gt_classes)
-        scores, proposal_deltas = super().forward(x)
         if not self.training and self.applies_tde:
-            scores = TDEClassLogits(scores, tde_bias_logits(self.cls_score, x,
-                                                            self.head_direction.ema))
-        return scores, proposal_deltas
+            # eq. 7 and the TDE term sharing the normalised features and weights
+            scores = TDEClassLogits(*tde_logits_and_bias(self.cls_score, x,
+                                                         self.head_direction.ema))
+            return scores, self.bbox_pred(x)
+        return super().forward(x)
 
     @torch.no_grad()
     def update_head_direction(self, x: Tensor, gt_classes: Tensor) -> None:
@@ -168,8 +173,11 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         foreground = (gt_classes >= 0) & (gt_classes < self.num_classes)
         self.head_direction.update(x, keep=foreground.to(x.device))
         if not self.record_foreground_cos:
-            self.last_foreground_cos.fill_(math.nan)
+            if self._foreground_cos_recorded:  # else it is NaN already: no kernel
+                self.last_foreground_cos.fill_(math.nan)
+                self._foreground_cos_recorded = False
             return
+        self._foreground_cos_recorded = True
         # cos(x^k, d_hat^k) per head, averaged over heads and foreground rows (for logging).
         k = self.head_direction.num_heads
         x_hat = split_heads(unit_heads(x.float(), k), k)
@@ -206,7 +214,17 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         return probs.split(num_inst_per_image, dim=0)
 
     def _check_head_direction(self) -> None:
+        """Once per value of the head direction (the same tensor, same version counter): the
+        check needs a host sync, which would otherwise stall every stage of every image."""
         ema = self.head_direction.ema
+        try:
+            version = ema._version
+        except RuntimeError:  # an inference tensor (moved under inference_mode): no version
+            version = None
+        checked = self._checked_direction
+        if version is not None and checked is not None and checked[0]() is ema \
+                and checked[1] == version:
+            return
         if not torch.isfinite(ema).all():
             raise FloatingPointError(
                 "The head direction (EMA x_bar, buffer 'head_direction.ema') of a TDE box "
@@ -217,3 +235,4 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
             self._warned_zero_direction = True
             logger.warning("The head direction of a TDE box predictor is zero (never trained, "
                            "or missing from the checkpoint): TDE (eq. 8) changes nothing.")
+        self._checked_direction = None if version is None else (weakref.ref(ema), version)

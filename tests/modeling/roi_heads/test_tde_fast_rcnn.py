@@ -136,6 +136,25 @@ def test_nan_head_direction_raises():
     assert torch.isfinite(probs(pred, X)).all()
 
 
+def test_head_direction_is_checked_once_per_value(monkeypatch):
+    """The finiteness check syncs with the device: once per value of x_bar, not per image."""
+    pred = fixed(make())
+    calls = []
+    isfinite = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: calls.append(1) or isfinite(t))
+    for _ in range(3):
+        probs(pred, X)
+    assert len(calls) == 1
+    pred.head_direction.ema[0] = float("nan")  # in place: a new version of the same tensor
+    with pytest.raises(FloatingPointError, match="head direction"):
+        probs(pred, X)
+    pred.head_direction.ema = torch.ones(4)  # a new tensor
+    probs(pred, X)
+    pred.head_direction.ema = torch.full((4,), float("inf"))
+    with pytest.raises(FloatingPointError, match="head direction"):
+        probs(pred, X)
+
+
 def test_classifier_kinds_training_logits_and_amp():
     pred = make(classifier_kind="cosine").train()
     scores, deltas = pred(X, torch.tensor([0, 3]))
