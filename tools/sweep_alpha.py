@@ -14,7 +14,8 @@ for a config with ``MODEL.TDE.TEST_TDE False`` (then the printed override includ
 ``alpha_sweep.csv``, ``alpha_sweep.json`` and ``alpha_sweep.png`` (metric vs alpha, like the
 paper's Fig. 4) to --output, and prints the best alpha on the evaluated split as a ready-to-paste
 override. Detection: ``--eval-workers N`` runs N of the per-alpha LVIS evaluations at once in
-forked processes (default: one per alpha, at most one per CPU; 1: one after another).
+forked processes (default: one per alpha, at most one per CPU; 1: one after another);
+``--alphas-per-pass K`` scores at most K alphas per inference pass, to bound memory.
 """
 import csv
 import json
@@ -46,17 +47,30 @@ CLASSIFICATION_COLUMNS = ["many", "medium", "few", "top1"]
 
 
 def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
-                    eval_workers: int = 1) -> List[Dict]:
-    sweep = DetectionAlphaSweep(model, alphas, lambda a: Trainer.build_evaluator(
-        cfg, dataset, os.path.join(output, f"alpha_{a:g}")))
-    for batch in Trainer.build_test_loader(cfg, dataset):
-        sweep.process(batch)
+                    eval_workers: int = 1, alphas_per_pass: int = 0) -> List[Dict]:
+    """One row per alpha. The network runs once per pass over ``dataset``; a pass scores up to
+    ``alphas_per_pass`` alphas (0: all in one pass), whose evaluators hold their predictions
+    until that pass is evaluated: fewer alphas per pass, less memory, more passes."""
+    if alphas_per_pass < 0:
+        raise ValueError(f"--alphas-per-pass must be >= 0 (0: all alphas in one pass), got "
+                         f"{alphas_per_pass}")
+    per_pass = alphas_per_pass or len(alphas)
+    passes = [alphas[i:i + per_pass] for i in range(0, len(alphas), per_pass)]
     rows = []
-    for alpha, results in sweep.evaluate(eval_workers).items():
-        row = {"alpha": alpha}
-        for task, metrics in (results or {}).items():
-            row.update({f"{task}/{k}": float(v) for k, v in metrics.items()})
-        rows.append(row)
+    for n, chunk in enumerate(passes, 1):
+        if len(passes) > 1:
+            logger.info(f"pass {n} of {len(passes)} over {dataset}: alphas "
+                        f"{', '.join(f'{a:g}' for a in chunk)}")
+        sweep = DetectionAlphaSweep(model, chunk, lambda a: Trainer.build_evaluator(
+            cfg, dataset, os.path.join(output, f"alpha_{a:g}")))
+        for batch in Trainer.build_test_loader(cfg, dataset):
+            sweep.process(batch)
+        for alpha, results in sweep.evaluate(eval_workers).items():
+            row = {"alpha": alpha}
+            for task, metrics in (results or {}).items():
+                row.update({f"{task}/{k}": float(v) for k, v in metrics.items()})
+            rows.append(row)
+        del sweep  # this pass's predictions, before the next pass makes its own
     return rows
 
 
@@ -119,8 +133,10 @@ def main(args) -> Dict:
             rows, _ = sweep_classification_dataset(cfg, model, dataset, alphas)
             columns = CLASSIFICATION_COLUMNS
         else:
-            workers = args.eval_workers or min(len(alphas), available_cpus())
-            rows = sweep_detection(cfg, model, dataset, alphas, output, workers)
+            per_pass = args.alphas_per_pass or len(alphas)
+            workers = args.eval_workers or min(per_pass, available_cpus())
+            rows = sweep_detection(cfg, model, dataset, alphas, output, workers,
+                                   args.alphas_per_pass)
             columns = DETECTION_COLUMNS
         seconds = time.perf_counter() - start
         if not comm.is_main_process():
@@ -174,7 +190,7 @@ def _pop_option(argv: List[str], name: str) -> List[str]:
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     alphas = _pop_alphas(argv)
-    for name in ("--dataset", "--metric", "--output", "--eval-workers"):
+    for name in ("--dataset", "--metric", "--output", "--eval-workers", "--alphas-per-pass"):
         argv = _pop_option(argv, name)
     parser = default_argument_parser()
     parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
@@ -190,7 +206,15 @@ def parse_args(argv=None):
                         "(0: one per alpha, at most one per CPU; 1: one after another). Each "
                         "holds its own LVIS evaluation, ground truth included: use fewer when "
                         "memory is short. One process per GPU when launched on several GPUs")
+    parser.add_argument("--alphas-per-pass", type=int, default=0,
+                        help="detection: score at most this many alphas per inference pass "
+                        "(0: all in one pass). Each alpha's evaluator holds all its predictions "
+                        "(with masks) until the pass is evaluated, so memory grows with the "
+                        "alphas of a pass; more passes cost more inference time")
     args = parser.parse_args(argv)
+    if args.alphas_per_pass < 0:
+        parser.error(f"--alphas-per-pass must be >= 0 (0: all alphas in one pass), got "
+                     f"{args.alphas_per_pass}")
     args.alphas = alphas
     return args
 

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 from detectron2.utils import comm
+from tools_helpers import lvis_overrides
 
 from tde_det.data.classification.synthetic import write_cifar_pickles
 from tde_det.engine import Trainer
@@ -140,3 +141,30 @@ def test_a_dead_evaluation_process_is_an_error_not_a_hang(tiny_detector, tmp_pat
     sweep = DetectionAlphaSweep(model, [0.5, 1.5], lambda a: Dies())
     with pytest.raises(RuntimeError, match="died.*--eval-workers, now 2"):
         sweep.evaluate(workers=2)
+
+
+def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_path):
+    """--alphas-per-pass 2 on 3 alphas: two inference passes (bounded memory), the same table
+    as one pass; and a negative value is refused by name."""
+    cfg, _, paths, weights = tiny_detector
+    common = ["--config-file", os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"),
+              *lvis_overrides(paths), "MODEL.WEIGHTS", weights, "--alphas", "0", "0.5", "1.5",
+              "--eval-workers", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, os.path.join(REPO, "tools", "sweep_alpha.py"), *common, *a], cwd=REPO,
+        env=env, capture_output=True, text=True, timeout=300)
+    rows = {}
+    for per_pass in ("0", "2"):
+        out = tmp_path / f"per_pass_{per_pass}"
+        proc = run("--output", str(out), "--alphas-per-pass", per_pass,
+                   "OUTPUT_DIR", str(tmp_path / "o"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("pass 2 of 2 over tools_lvis_val: alphas 1.5" in proc.stdout + proc.stderr) \
+            == (per_pass == "2")
+        assert "best alpha on tools_lvis_val by segm/AP" in proc.stdout
+        rows[per_pass] = json.loads((out / "tools_lvis_val" / "alpha_sweep.json").read_text())
+    assert [r["alpha"] for r in rows["2"]] == [0.0, 0.5, 1.5]
+    assert rows["2"] == rows["0"] and "segm/APr" in rows["0"][0]
+    bad = run("--alphas-per-pass", "-1")
+    assert bad.returncode != 0 and "--alphas-per-pass must be >= 0" in bad.stderr
