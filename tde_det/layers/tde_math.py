@@ -34,6 +34,13 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+def _check_normalised(kind: str) -> None:
+    """Raise a ValueError unless ``kind`` is a normalised classifier, the only ones with TDE."""
+    if check_kind(kind) == "linear":
+        raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
+                         "deconfound); got kind 'linear'")
+
+
 def check_num_heads(dim: int, num_heads: int, what: str = "in_features") -> None:
     """Raise a ValueError unless ``num_heads >= 1`` and ``dim`` splits into K equal head chunks."""
     if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
@@ -203,9 +210,7 @@ def tde_bias(x: Tensor, w: Tensor, head_direction: Tensor, kind: str, num_heads:
     ``head_direction``: [d], raw x_bar or unit; it is normalised per head here (a zero chunk
     contributes nothing, so a zero x_bar gives B = 0 and TDE = eq. 7).
     """
-    if check_kind(kind) == "linear":
-        raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
-                         "deconfound); got kind 'linear'")
+    _check_normalised(kind)
     fx = normalize_features(x, kind, num_heads, eps)
     fw = normalize_weights(w, kind, num_heads, gamma, eps)
     return _bias_of_normalized(fx, fw, head_direction, num_heads, tau)
@@ -229,9 +234,7 @@ def classifier_logits_and_tde_bias(x: Tensor, w: Tensor, head_direction: Tensor,
     The same numbers, bit for bit, as :func:`classifier_logits` (without autograd) and
     :func:`tde_bias`, in fewer kernels; TDE(z) = z - alpha * B.
     """
-    if check_kind(kind) == "linear":
-        raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
-                         "deconfound); got kind 'linear'")
+    _check_normalised(kind)
     fx = normalize_features(x, kind, num_heads, eps)
     fw = normalize_weights(w, kind, num_heads, gamma, eps)
     return ((tau / num_heads) * (fx @ fw.t()),
@@ -293,9 +296,7 @@ def tde_logits(classifier: "NormalizedClassifier", x: Tensor,
     """
     if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha < math.inf:
         raise ValueError(f"alpha must be a finite number >= 0 (eq. 8), got {alpha!r}")
-    if classifier.kind == "linear":
-        raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
-                         "deconfound); got kind 'linear'")
+    _check_normalised(classifier.kind)
     total, bias = tde_logits_and_bias(classifier, x, head_direction)
     return total - float(alpha) * bias
 
