@@ -46,14 +46,18 @@ DETECTION_COLUMNS = [f"{t}/{m}" for t in ("segm", "bbox") for m in ("AP", "APr",
 CLASSIFICATION_COLUMNS = ["many", "medium", "few", "top1"]
 
 
+def check_alphas_per_pass(alphas_per_pass: int) -> None:
+    if alphas_per_pass < 0:
+        raise ValueError(f"--alphas-per-pass must be >= 0 (0: all alphas in one pass), got "
+                         f"{alphas_per_pass}")
+
+
 def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
                     eval_workers: int = 1, alphas_per_pass: int = 0) -> List[Dict]:
     """One row per alpha. The network runs once per pass over ``dataset``; a pass scores up to
     ``alphas_per_pass`` alphas (0: all in one pass), whose evaluators hold their predictions
     until that pass is evaluated: fewer alphas per pass, less memory, more passes."""
-    if alphas_per_pass < 0:
-        raise ValueError(f"--alphas-per-pass must be >= 0 (0: all alphas in one pass), got "
-                         f"{alphas_per_pass}")
+    check_alphas_per_pass(alphas_per_pass)
     per_pass = alphas_per_pass or len(alphas)
     passes = [alphas[i:i + per_pass] for i in range(0, len(alphas), per_pass)]
     rows = []
@@ -212,9 +216,10 @@ def parse_args(argv=None):
                         "(with masks) until the pass is evaluated, so memory grows with the "
                         "alphas of a pass; more passes cost more inference time")
     args = parser.parse_args(argv)
-    if args.alphas_per_pass < 0:
-        parser.error(f"--alphas-per-pass must be >= 0 (0: all alphas in one pass), got "
-                     f"{args.alphas_per_pass}")
+    try:
+        check_alphas_per_pass(args.alphas_per_pass)
+    except ValueError as e:
+        parser.error(str(e))
     args.alphas = alphas
     return args
 
