@@ -69,6 +69,9 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
             cfg, dataset, os.path.join(output, f"alpha_{a:g}")))
         for batch in Trainer.build_test_loader(cfg, dataset):
             sweep.process(batch)
+        logger.info(f"{sweep.detections} detections over {len(chunk)} alphas, "
+                    f"{sweep.mask_rows} of them distinct (box, class): the mask head and the "
+                    f"pasting of masks ran on those")
         for alpha, results in sweep.evaluate(eval_workers).items():
             row = {"alpha": alpha}
             for task, metrics in (results or {}).items():

@@ -6,7 +6,9 @@ eq. 8 is linear in alpha before the softmax (TDE = z - alpha * B), so every alph
 these cached per-stage tensors: per-stage probabilities with that alpha (the predictor's own
 ``predict_probs``: eq. 9, softmax of eq. 8, or softmax of eq. 7 for alpha = 0), the cascade
 average, Detectron2's ``fast_rcnn_inference`` on the last stage's boxes (box regression does not
-depend on alpha), then the mask head on that alpha's detections and one evaluator per alpha.
+depend on alpha), and one evaluator per alpha. The mask head and the pasting of masks run once
+per image on the union of the alphas' detections (a mask depends on the box and the class, not
+on alpha; see ``shared_detections``), and each alpha takes its own rows from there.
 Each alpha's results equal those of ``--eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA
 <alpha>``: sweeping alpha means evaluating with TDE, whatever the predictors' ``test_tde``
 (``MODEL.TDE.TEST_TDE``), which is restored afterwards.
@@ -27,6 +29,7 @@ from detectron2.utils import comm
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEClassLogits
 
 from .alpha_sweep import LINEAR_ERROR, check_alphas
+from .shared_detections import MergedDetections
 
 __all__ = ["DetectionAlphaSweep", "available_cpus", "parallel_evaluation_workers"]
 
@@ -103,6 +106,9 @@ class DetectionAlphaSweep:
         self.evaluators = {a: make_evaluator(a) for a in self.alphas}
         for ev in self.evaluators.values():
             ev.reset()
+        # Rows the mask head ran on, and the detections they served (each alpha's counted)
+        self.mask_rows = 0
+        self.detections = 0
 
     @torch.no_grad()
     def process(self, batched_inputs: List[Dict]) -> None:
@@ -118,6 +124,7 @@ class DetectionAlphaSweep:
         boxes = last.predict_boxes(last_predictions, last_proposals)
         image_sizes = [p.image_size for p in last_proposals]
         saved = [(p, p.test_tde, p.alpha) for p, _, _ in stages]
+        per_alpha = []  # per alpha: that alpha's detections of each image
         try:
             for alpha in self.alphas:
                 per_stage = []
@@ -130,13 +137,20 @@ class DetectionAlphaSweep:
                 instances, _ = fast_rcnn_inference(boxes, scores, image_sizes,
                                                    last.test_score_thresh, last.test_nms_thresh,
                                                    last.test_topk_per_image)
-                instances = heads.forward_with_given_boxes(features, instances)
-                outputs = GeneralizedRCNN._postprocess(instances, batched_inputs,
-                                                       images.image_sizes)
-                self.evaluators[alpha].process(batched_inputs, outputs)
+                per_alpha.append(instances)
         finally:
             for p, test_tde, alpha in saved:
                 p.test_tde, p.alpha = test_tde, alpha
+        # The mask head and the pasting of masks, once per distinct (box, class) of an image
+        merged = [MergedDetections(of_image) for of_image in zip(*per_alpha)]
+        self.mask_rows += sum(len(m) for m in merged)
+        self.detections += sum(m.num_detections for m in merged)
+        union = heads.forward_with_given_boxes(features, [m.union for m in merged])
+        outputs = GeneralizedRCNN._postprocess(union, batched_inputs, images.image_sizes)
+        for k, alpha in enumerate(self.alphas):
+            self.evaluators[alpha].process(batched_inputs, [
+                {"instances": m.of_alpha(k, out["instances"])}
+                for m, out in zip(merged, outputs)])
 
     def evaluate(self, workers: int = 1) -> Dict[float, Dict]:
         """``{alpha: evaluator.evaluate()}``. With ``workers`` > 1 the evaluators run at once in

@@ -22,9 +22,11 @@ ALPHAS = [0.0, 0.5, 1.5]
 
 def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detector, tmp_path):
     cfg, model = tiny_detector[:2]
-    calls = []
+    calls, mask_rows = [], []
     original = model.backbone.forward
     model.backbone.forward = lambda x: calls.append(len(x)) or original(x)
+    hook = model.roi_heads.mask_head.register_forward_hook(
+        lambda module, inputs, output: mask_rows.append(len(inputs[0])))
     try:
         sweep = DetectionAlphaSweep(model, ALPHAS, lambda a: Trainer.build_evaluator(
             cfg, "tools_lvis_val", str(tmp_path / f"sweep_{a}")))
@@ -32,7 +34,11 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
             sweep.process(batch)
     finally:
         del model.backbone.forward
+        hook.remove()
     assert sum(calls) == 4  # 4 validation images, one backbone pass each for all alphas
+    # the mask head ran once per batch, on each distinct (box, class) once: fewer rows than
+    # the alphas' detections together
+    assert len(mask_rows) == 4 and sum(mask_rows) == sweep.mask_rows < sweep.detections
     swept = sweep.evaluate(workers=2)  # two alphas at once, in forked processes
     predictors = model.roi_heads.box_predictor
     for alpha in ALPHAS:
