@@ -39,6 +39,12 @@ def _add_method_config(cfg: CN) -> None:
     # Average the batch mean of the head direction across processes before the update, so that
     # every rank holds the same EMA (the official code does not).
     cfg.MODEL.TDE.SYNC_HEAD_DIRECTION = True
+    # Training steps on a GPU: compute the normalised classifier (forward and backward) and the
+    # head-direction update with Triton kernels (tde_det/layers/fused_kernels.py): 7 and 2
+    # kernels instead of 24 and 11 in eager PyTorch (a linear layer: 5). Same maths; float32
+    # sums in another order, so results can differ in the last bits. Only float32 CUDA tensors
+    # use them (the CPU always runs the eager maths). Off until timed on a GPU (README).
+    cfg.MODEL.TDE.FUSED_KERNELS = False
 
 
 def _add_detection_config(cfg: CN) -> None:

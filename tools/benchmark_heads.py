@@ -7,6 +7,7 @@ ratios (targets: inference <= 1.03x, training <= 1.02x, memory <= 1.02x).
     python tools/benchmark_heads.py --quick         # small sizes, for a smoke test
     python tools/benchmark_heads.py --whole-model 20  # also the whole model's training step
     python tools/benchmark_heads.py --breakdown     # where the TDE heads' training time goes
+    python tools/benchmark_heads.py --fused         # TDE heads with MODEL.TDE.FUSED_KERNELS (CUDA)
 
 Both heads get the same FPN features of one 800x1333 image (random, fixed seed), the same
 proposals and ground truth, and the same weights: every shared parameter is copied from the
@@ -44,6 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
+from tde_det.layers.tde_math import fused_kernels_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (800, 1333)
@@ -55,6 +57,7 @@ def make_cfg(variant: str, quick: bool, device: str):
     cfg.merge_from_file(os.path.join(REPO, "configs", "lvis_cascade_tde.yaml"))
     cfg.MODEL.DEVICE = device
     cfg.MODEL.ROI_HEADS.NAME = "CascadeROIHeads" if variant == "stock" else "TDECascadeROIHeads"
+    cfg.MODEL.TDE.FUSED_KERNELS = variant == "tde-fused"
     cfg.MODEL.TDE.SYNC_HEAD_DIRECTION = False
     # Keep every candidate box, so that both heads send the same number of detections (the
     # top 300) to the mask head: otherwise the time measures the score distribution.
@@ -117,20 +120,20 @@ def load_shared(heads: torch.nn.Module, state: Dict[str, torch.Tensor], prefix: 
                            f"unexpected {unexpected}")
 
 
-def build_pair(quick: bool, device: str):
+def build_pair(quick: bool, device: str, tde_variant: str = "tde"):
     """(stock heads, TDE heads) with the same weights."""
     torch.manual_seed(0)
     stock = build_heads("stock", quick, device)
-    tde = build_heads("tde", quick, device)
+    tde = build_heads(tde_variant, quick, device)
     load_shared(tde, stock.state_dict())
     return stock, tde
 
 
-def build_model_pair(quick: bool, device: str):
+def build_model_pair(quick: bool, device: str, tde_variant: str = "tde"):
     """(stock model, TDE model): whole Cascade Mask R-CNNs of the config (quick: ResNet-18) with
     the same weights, random as there are no pretrained ones here."""
     models = []
-    for variant in ("stock", "tde"):
+    for variant in ("stock", tde_variant):
         cfg = make_cfg(variant, quick, device)
         cfg.MODEL.WEIGHTS = ""
         if quick:
@@ -162,9 +165,10 @@ def model_training_step(model, batch, optimizer):
     optimizer.step()
 
 
-def whole_model_training(quick: bool, device: str, repeats: int) -> Dict[str, float]:
+def whole_model_training(quick: bool, device: str, repeats: int,
+                         tde_variant: str = "tde") -> Dict[str, float]:
     """Median training-step seconds of the whole model with each head (interleaved, ABBA)."""
-    stock, tde = build_model_pair(quick, device)
+    stock, tde = build_model_pair(quick, device, tde_variant)
     batch = make_model_batch(quick, device)
     pair = (("stock", stock), ("tde", tde))
     opts = {n: torch.optim.SGD(m.parameters(), lr=0.0, momentum=0.9) for n, m in pair}
@@ -260,10 +264,13 @@ def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[st
     predictors = list(tde.box_predictor)
     opts = {id(h): torch.optim.SGD(h.parameters(), lr=0.0, momentum=0.9) for h in (stock, tde)}
 
-    def tde_step(record_cos: bool, update: bool):
+    fused = predictors[0].cls_score.fused
+
+    def tde_step(record_cos: bool, update: bool, use_fused: bool = fused):
         def step():
             for p in predictors:
                 p.record_foreground_cos = record_cos
+                p.cls_score.fused = p.head_direction.fused = use_fused
                 if not update:
                     p.update_head_direction = lambda x, gt_classes: None
             try:
@@ -271,6 +278,7 @@ def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[st
             finally:
                 for p in predictors:
                     p.record_foreground_cos = False
+                    p.cls_score.fused = p.head_direction.fused = fused
                     p.__dict__.pop("update_head_direction", None)
         return step
 
@@ -278,6 +286,9 @@ def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[st
                 "TDECascadeROIHeads": tde_step(False, True),
                 "TDECascadeROIHeads, an iteration that logs fg_cos": tde_step(True, True),
                 "TDECascadeROIHeads without the head-direction update": tde_step(False, False)}
+    if fused_kernels_for(*inputs[0].values()) is not None:  # where the Triton kernels run
+        name = "TDECascadeROIHeads, MODEL.TDE.FUSED_KERNELS " + str(not fused)
+        variants[name] = tde_step(False, True, not fused)
     for fn in variants.values():
         fn()
     times = {name: [] for name in variants}
@@ -350,14 +361,22 @@ def main(argv=None) -> Dict:
                    help="also time the TDE heads' training step with fg_cos recorded and with "
                    "the head-direction update switched off (and count CUDA kernels, or on the "
                    "CPU ATen operators)")
-    p.add_argument("--memory-probe", choices=["stock", "tde"], help=argparse.SUPPRESS)
+    p.add_argument("--fused", action="store_true",
+                   help="the TDE heads with MODEL.TDE.FUSED_KERNELS True (Triton kernels; they "
+                   "run on float32 CUDA tensors only)")
+    p.add_argument("--memory-probe", choices=["stock", "tde", "tde-fused"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)  # the shared weights, for --memory-probe
     args = p.parse_args(argv)
     if args.memory_probe:
         peak = memory_probe(args.memory_probe, args.quick, args.device, args.state)
         print(json.dumps({"peak_mib": peak}))
         return {}
-    stock, tde = build_pair(args.quick, args.device)
+    tde_variant = "tde-fused" if args.fused else "tde"
+    if args.fused and fused_kernels_for(torch.zeros(1, device=args.device)) is None:
+        p.error(f"--fused: the Triton kernels run on float32 CUDA tensors, not on "
+                f"--device {args.device}")
+    stock, tde = build_pair(args.quick, args.device, tde_variant)
     work = tempfile.TemporaryDirectory()
     state_path = os.path.join(work.name, "stock_heads.pth")
     torch.save(stock.state_dict(), state_path)  # before any step changes the weights
@@ -380,7 +399,7 @@ def main(argv=None) -> Dict:
             times[(name, "training")].append(timed(
                 lambda: training_step(h, inputs, opts[id(h)]), args.device))
     med = {k: statistics.median(v) for k, v in times.items()}
-    probes = {"stock": [], "tde": []}
+    probes = {"stock": [], tde_variant: []}
     for _ in range(min(3, args.repeats)):  # interleaved fresh processes; the median of each
         for variant in probes:
             cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", variant,
@@ -389,7 +408,7 @@ def main(argv=None) -> Dict:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             probes[variant].append(json.loads(out.strip().splitlines()[-1])["peak_mib"])
     work.cleanup()
-    memory = {v: statistics.median(m) for v, m in probes.items()}
+    memory = {"tde" if v == tde_variant else v: statistics.median(m) for v, m in probes.items()}
     rows = [("inference per image (s)", med[("stock", "inference")], med[("tde", "inference")],
              1.03),
             ("training step (s)", med[("stock", "training")], med[("tde", "training")], 1.02),
@@ -401,7 +420,8 @@ def main(argv=None) -> Dict:
           f"{len(inputs[1])} proposals, {detections['stock']} / {detections['tde']} detections "
           f"per image), {device}, medians of {args.repeats} inference and "
           f"{args.training_repeats or 3 * args.repeats} training repeats, interleaved")
-    print("| measure | stock CascadeROIHeads | TDECascadeROIHeads | ratio | target |")
+    tde_label = "TDECascadeROIHeads" + (" (FUSED_KERNELS)" if args.fused else "")
+    print(f"| measure | stock CascadeROIHeads | {tde_label} | ratio | target |")
     print("|---|---|---|---|---|")
     result = {}
     for name, a, b, target in rows:
@@ -425,12 +445,12 @@ def main(argv=None) -> Dict:
         del stock, tde, inputs, opts
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
-        whole = whole_model_training(args.quick, args.device, args.whole_model)
+        whole = whole_model_training(args.quick, args.device, args.whole_model, tde_variant)
         print(f"\nFor context, the whole Cascade Mask R-CNN of the config "
               f"({'ResNet-18' if args.quick else 'ResNet-101'}-FPN, random weights, 2 "
               f"{'128x192' if args.quick else '800x1333'} images), median of "
               f"{args.whole_model} training steps each, interleaved:")
-        print("| measure | stock CascadeROIHeads | TDECascadeROIHeads | ratio |")
+        print(f"| measure | stock CascadeROIHeads | {tde_label} | ratio |")
         print("|---|---|---|---|")
         a, b = whole["stock"], whole["tde"]
         print(f"| whole-model training step (s) | {a:.4g} | {b:.4g} | {b / a:.3f}x |")

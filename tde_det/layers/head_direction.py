@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .tde_math import check_num_heads, head_norms, unit_heads
+from .tde_math import check_num_heads, fused_kernels_for, head_norms, unit_heads
 
 __all__ = ["HeadDirection"]
 
@@ -20,15 +20,18 @@ class HeadDirection(nn.Module):
     With ``sync`` (default) and an initialised ``torch.distributed`` group of more than one
     process, the kept rows of all ranks are pooled (a sum and a count), so every rank holds the
     same x_bar. ``update`` is then a collective: every rank must call it, kept rows or not.
+    With ``fused``, :meth:`update_from_labels` runs two Triton kernels on float32 CUDA features.
     """
 
-    def __init__(self, dim: int, num_heads: int = 2, mu: float = 0.9, sync: bool = True) -> None:
+    def __init__(self, dim: int, num_heads: int = 2, mu: float = 0.9, sync: bool = True,
+                 fused: bool = False) -> None:
         super().__init__()
         check_num_heads(dim, num_heads, what="dim")
         self.dim = dim
         self.num_heads = num_heads
         self.mu = mu
         self.sync = bool(sync)
+        self.fused = bool(fused)
         self.register_buffer("ema", torch.zeros(dim, dtype=torch.float32))
 
     @property
@@ -48,9 +51,7 @@ class HeadDirection(nn.Module):
         ``keep``: optional bool mask [N] (detection: foreground proposals only). No kept row
         (over all ranks when synced) leaves x_bar unchanged. No host sync.
         """
-        if features.dim() != 2 or features.shape[1] != self.dim:
-            raise ValueError(f"features must have shape [N, {self.dim}] (dim), "
-                             f"got {tuple(features.shape)}")
+        self._check_features(features)
         rows = features.detach()
         n = rows.shape[0]
         # Sums accumulate in float64; few kernels, since this runs in every training step.
@@ -66,8 +67,7 @@ class HeadDirection(nn.Module):
             # where(), not a product with the mask: a non-finite row that is not kept is ignored.
             total = torch.where(keep[:, None], rows, 0.0).sum(dim=0, dtype=torch.float64)
             count = keep.sum(dim=0, keepdim=True, dtype=torch.float64)
-        if self.sync and dist.is_available() and dist.is_initialized() \
-                and dist.get_world_size() > 1:
+        if self._syncing():
             stats = torch.cat([total, count])
             dist.all_reduce(stats, op=dist.ReduceOp.SUM)
             total, count = stats[:-1], stats[-1:]
@@ -76,6 +76,39 @@ class HeadDirection(nn.Module):
         # In place and in four kernels; the division is done in float64.
         self.ema.mul_(torch.where(count > 0, self._mu, 1.0)).addcdiv_(total,
                                                                       count.clamp_min(1.0))
+
+    @torch.no_grad()
+    def update_from_labels(self, features: Tensor, labels: Tensor, num_classes: int) -> None:
+        """``update(features, keep=(0 <= labels) & (labels < num_classes))``: a detector's
+        foreground proposals (background is ``num_classes``). With ``fused`` and CUDA features
+        (float32, or float16/bfloat16 converted to it), in two Triton kernels (the mask
+        included) instead of eleven."""
+        self._check_features(features)
+        if labels.shape != features.shape[:1]:
+            raise ValueError(f"labels must have shape [{features.shape[0]}] (one per feature "
+                             f"row), got {tuple(labels.shape)}")
+        rows = features.detach()
+        kernels = None
+        if self.fused:
+            if rows.dtype in (torch.float16, torch.bfloat16):  # AMP box features: exact in fp32
+                rows = rows.float()
+            kernels = fused_kernels_for(rows, self.ema)
+        if kernels is None:
+            self.update(rows, keep=((labels >= 0) & (labels < num_classes)).to(rows.device))
+            return
+        pool = (lambda sums: dist.all_reduce(sums, op=dist.ReduceOp.SUM)) \
+            if self._syncing() else None
+        kernels.update_head_direction(self.ema, rows, labels.to(rows.device), num_classes,
+                                      self._mu, all_reduce=pool)
+
+    def _check_features(self, features: Tensor) -> None:
+        if features.dim() != 2 or features.shape[1] != self.dim:
+            raise ValueError(f"features must have shape [N, {self.dim}] (dim), "
+                             f"got {tuple(features.shape)}")
+
+    def _syncing(self) -> bool:
+        return self.sync and dist.is_available() and dist.is_initialized() \
+            and dist.get_world_size() > 1
 
     def direction(self) -> Tensor:
         """d_hat: [dim], each of the K head chunks of x_bar scaled to norm 1 (zero stays zero)."""
@@ -86,4 +119,5 @@ class HeadDirection(nn.Module):
         return head_norms(self.ema, self.num_heads)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}, mu={self.mu}, sync={self.sync}"
+        return (f"dim={self.dim}, num_heads={self.num_heads}, mu={self.mu}, sync={self.sync}"
+                + (", fused=True" if self.fused else ""))

@@ -32,7 +32,7 @@ class NormalizedClassifier(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, kind: str = "deconfound",
                  num_heads: int = 2, tau: float = 16.0, gamma: float = 1 / 32,
-                 eps: float = 1e-9) -> None:
+                 eps: float = 1e-9, fused: bool = False) -> None:
         super().__init__()
         check_num_heads(in_features, num_heads)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -44,6 +44,8 @@ class NormalizedClassifier(nn.Module):
         self.tau = _check_real("tau", tau, 0.0, low_inclusive=False)
         self.gamma = _check_real("gamma", gamma, 0.0, low_inclusive=True)
         self.eps = _check_real("eps", eps, 0.0, low_inclusive=False)
+        # Triton kernels for training steps on float32 CUDA tensors (MODEL.TDE.FUSED_KERNELS)
+        self.fused = bool(fused)
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         self.reset_parameters()
 
@@ -65,9 +67,9 @@ class NormalizedClassifier(nn.Module):
         x, w = self.check_input(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
             return classifier_logits(x, w, self.kind, self.num_heads, self.tau, self.gamma,
-                                     self.eps)
+                                     self.eps, fused=self.fused)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, "
                 f"kind={self.kind!r}, num_heads={self.num_heads}, tau={self.tau}, "
-                f"gamma={self.gamma}, eps={self.eps}")
+                f"gamma={self.gamma}, eps={self.eps}" + (", fused=True" if self.fused else ""))

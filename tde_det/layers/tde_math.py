@@ -6,6 +6,7 @@ contiguous head chunks x = [x^1 ... x^K]; tau is the logit scale, gamma the weig
 d_hat^k the unit head direction of head k (Assumption 1). Nothing here imports Detectron2.
 """
 import math
+import os
 from numbers import Real
 from typing import TYPE_CHECKING, Tuple, Union
 
@@ -20,7 +21,7 @@ __all__ = [
     "CLASSIFIER_KINDS", "check_kind", "check_num_heads", "split_heads", "head_norms",
     "unit_heads", "normalize_features", "normalize_weights", "classifier_logits",
     "classifier_logits_and_tde_bias", "tde_bias", "tde_bias_logits", "tde_logits_and_bias",
-    "tde_logits", "background_exempted_probs",
+    "tde_logits", "background_exempted_probs", "denominators", "fused_kernels_for",
 ]
 
 CLASSIFIER_KINDS = ("linear", "cosine", "capsule", "deconfound")
@@ -101,6 +102,31 @@ def _weight_parts(w: Tensor, kind: str, num_heads: int, gamma: float,
     return h, n, (n + gamma if kind == "deconfound" else n).clamp_min(eps)
 
 
+def denominators(kind: str, gamma: float, eps: float) -> Tuple[Tuple[float, float],
+                                                                Tuple[float, float]]:
+    """The normalisers of :func:`_feature_parts` and :func:`_weight_parts` as ``(add, lo)``
+    pairs, D(n) = max(n + add, lo): ((add, lo) of N_x, (add, lo) of N_w)."""
+    features = (1.0 if check_kind(kind) == "capsule" else eps, 0.0)  # n >= 0: lo 0 is no clamp
+    weights = (gamma if kind == "deconfound" else 0.0, eps)
+    return features, weights
+
+
+def fused_kernels_for(*tensors: Tensor):
+    """The Triton kernels module (:mod:`tde_det.layers.fused_kernels`) if it can take these
+    tensors -- float32, on CUDA, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``)
+    -- else None (the eager maths then runs)."""
+    interpreting = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    if not all(t.dtype == torch.float32 and (t.is_cuda or interpreting) for t in tensors):
+        return None
+    try:
+        from . import fused_kernels
+    except ImportError as e:
+        raise ImportError("MODEL.TDE.FUSED_KERNELS True needs Triton (on Linux it comes with "
+                          "PyTorch's CUDA wheels; else pip install triton), or set "
+                          "MODEL.TDE.FUSED_KERNELS False") from e
+    return fused_kernels
+
+
 def normalize_features(x: Tensor, kind: str, num_heads: int, eps: float) -> Tensor:
     """phi(x) of supplement eq. 1, per head: x^k / N_x(x^k).
 
@@ -178,16 +204,23 @@ class _NormalizedLogits(torch.autograd.Function):
 
 
 def classifier_logits(x: Tensor, w: Tensor, kind: str, num_heads: int, tau: float,
-                      gamma: float, eps: float) -> Tensor:
+                      gamma: float, eps: float, fused: bool = False) -> Tensor:
     """Eq. 7 and its ablations: z_i = (tau/K) * sum_k (w_i^k)^T x^k / N(x^k, w_i^k).
 
     deconfound (eq. 7): N = (||w_i^k|| + gamma) * ||x^k||; cosine: N = ||w_i^k|| * ||x^k||;
     capsule: N = ||w_i^k|| * (||x^k|| + 1); linear: plain x^T w_i (no bias, no tau, no heads).
-    ``x``: [N, d], ``w``: [C, d] -> [N, C].
+    ``x``: [N, d], ``w``: [C, d] -> [N, C]. With ``fused``, a training call (gradients needed)
+    on float32 CUDA tensors runs the Triton kernels of
+    :class:`~tde_det.layers.fused_kernels.FusedNormalizedLogits` (same maths, 7 kernels
+    forward and backward instead of 24).
     """
     if check_kind(kind) == "linear":
         return x @ w.t()
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        kernels = fused_kernels_for(x, w) if fused else None
+        if kernels is not None:
+            return kernels.FusedNormalizedLogits.apply(x, w, num_heads, tau / num_heads,
+                                                       *denominators(kind, gamma, eps))
         return _NormalizedLogits.apply(x, w, kind, num_heads, tau, gamma, eps)
     fx = normalize_features(x, kind, num_heads, eps)
     fw = normalize_weights(w, kind, num_heads, gamma, eps)

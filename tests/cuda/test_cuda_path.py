@@ -159,16 +159,42 @@ def test_tiny_detector_trains_on_cuda_and_sweep_equals_eval_only(tmp_path, lvis_
     assert scores[0.0] != scores[1.5]  # alpha matters, so the equality above could fail
 
 
-def test_detector_training_step_on_cuda_has_finite_losses(tmp_path, lvis_paths):
-    cfg = _detector_cfg(tmp_path, lvis_paths)
+@pytest.mark.parametrize("fused", [False, True])
+def test_detector_training_step_on_cuda_has_finite_losses(tmp_path, lvis_paths, fused):
+    """Also with MODEL.TDE.FUSED_KERNELS (Triton kernels on CUDA; the eager maths on the CPU):
+    the same losses, gradients and head directions as the eager maths."""
+    cfg = _detector_cfg(tmp_path, lvis_paths, **{"MODEL.TDE.FUSED_KERNELS": fused})
+    torch.manual_seed(0)
     model = Trainer.build_model(cfg).train()
     batch = next(iter(Trainer.build_train_loader(cfg)))
+    torch.manual_seed(1)  # the same proposals sampled in both runs
     with EventStorage():
         losses = model(batch)
     assert all(v.device.type == DEVICE and torch.isfinite(v) for v in losses.values()), losses
     sum(losses.values()).backward()
     grads = [p.grad for p in model.roi_heads.box_predictor.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+    emas = [p.head_direction.ema for p in model.roi_heads.box_predictor]
+    assert all(torch.isfinite(e).all() and e.norm() > 0 for e in emas)
+    if fused:
+        cfg.MODEL.TDE.FUSED_KERNELS = False
+        torch.manual_seed(0)
+        eager = Trainer.build_model(cfg).train()
+        eager.load_state_dict(model.state_dict())
+        for p in eager.roi_heads.box_predictor:
+            p.head_direction.ema.zero_()
+        torch.manual_seed(1)
+        with EventStorage():
+            again = eager(batch)
+        for name, v in again.items():
+            torch.testing.assert_close(losses[name], v, rtol=1e-4, atol=1e-5, msg=name)
+        sum(again.values()).backward()
+        for (name, p), q in zip(eager.roi_heads.box_predictor.named_parameters(),
+                                model.roi_heads.box_predictor.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-3,
+                                       atol=1e-5 * p.grad.abs().max().item(), msg=name)
+        for p, e in zip(eager.roi_heads.box_predictor, emas):
+            torch.testing.assert_close(e, p.head_direction.ema, rtol=1e-4, atol=1e-6)
 
 
 def test_classifier_trains_on_cuda_and_sweep_equals_eval_only(tmp_path):

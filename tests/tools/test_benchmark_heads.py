@@ -32,3 +32,13 @@ def test_quick_run_prints_ratios():
     assert ops["stock CascadeROIHeads"] < ops["TDECascadeROIHeads without the head-direction " \
                                              "update"] < ops["TDECascadeROIHeads"] \
         < ops["TDECascadeROIHeads, an iteration that logs fg_cos"], ops
+    assert "FUSED_KERNELS" not in proc.stdout  # the CPU runs the eager maths: no fused row
+
+
+def test_fused_on_the_cpu_is_refused():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_heads.py"),
+                           "--quick", "--fused", "--device", "cpu"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
+    assert proc.returncode == 2 and "--fused" in proc.stderr and "CUDA" in proc.stderr, \
+        proc.stderr[-2000:]

@@ -86,7 +86,8 @@ class TDEImageClassifier(nn.Module):
                 f"feature into K equal heads; choose NUM_HEADS among the divisors of {dim}")
         classifier = NormalizedClassifier(
             dim, cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES, kind=tde.CLASSIFIER,
-            num_heads=tde.NUM_HEADS, tau=tde.TAU, gamma=tde.GAMMA, eps=tde.FEATURE_EPS)
+            num_heads=tde.NUM_HEADS, tau=tde.TAU, gamma=tde.GAMMA, eps=tde.FEATURE_EPS,
+            fused=tde.FUSED_KERNELS)
         head_direction = HeadDirection(dim, num_heads=tde.NUM_HEADS, mu=tde.MU,
                                        sync=tde.SYNC_HEAD_DIRECTION)
         return {

@@ -55,7 +55,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
     def __init__(self, input_shape, *, classifier_kind: str = "deconfound", num_heads: int = 2,
                  tau: float = 16.0, gamma: float = 1 / 32, feature_eps: float = 1e-9,
                  alpha: float = 1.5, test_tde: bool = True, background_exempted: bool = True,
-                 mu: float = 0.9998, sync_head_direction: bool = True, **kwargs):
+                 mu: float = 0.9998, sync_head_direction: bool = True,
+                 fused_kernels: bool = False, **kwargs):
         """
         Args:
             input_shape, kwargs: as ``FastRCNNOutputLayers`` (``box2box_transform``,
@@ -65,6 +66,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
             alpha: alpha of eq. 8 (paper, LVIS: 1.5). test_tde: apply eq. 8 in inference.
             background_exempted: use eq. 9 (with TDE); otherwise softmax of eq. 8.
             mu, sync_head_direction: decay of x_bar and whether it is averaged over processes.
+            fused_kernels: Triton kernels for the classifier and the x_bar update in training
+                steps on float32 CUDA tensors (``MODEL.TDE.FUSED_KERNELS``).
         """
         super().__init__(input_shape, **kwargs)
         in_features = self.cls_score.in_features
@@ -74,9 +77,10 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                              "MODEL.TDE.TEST_TDE False for MODEL.TDE.CLASSIFIER 'linear'")
         self.cls_score = NormalizedClassifier(in_features, self.num_classes + 1,
                                               kind=classifier_kind, num_heads=num_heads, tau=tau,
-                                              gamma=gamma, eps=feature_eps)
+                                              gamma=gamma, eps=feature_eps,
+                                              fused=fused_kernels)
         self.head_direction = HeadDirection(in_features, num_heads=num_heads, mu=mu,
-                                            sync=sync_head_direction)
+                                            sync=sync_head_direction, fused=fused_kernels)
         self.alpha = alpha
         self.test_tde = bool(test_tde)
         self.background_exempted = bool(background_exempted)
@@ -111,7 +115,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         ret.update(classifier_kind=tde.CLASSIFIER, num_heads=tde.NUM_HEADS, tau=tde.TAU,
                    gamma=tde.GAMMA, feature_eps=tde.FEATURE_EPS, alpha=tde.ALPHA,
                    test_tde=tde.TEST_TDE, background_exempted=tde.BACKGROUND_EXEMPTED,
-                   mu=tde.MU, sync_head_direction=tde.SYNC_HEAD_DIRECTION)
+                   mu=tde.MU, sync_head_direction=tde.SYNC_HEAD_DIRECTION,
+                   fused_kernels=tde.FUSED_KERNELS)
         return ret
 
     @property
@@ -170,8 +175,7 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
             raise ValueError(f"gt_classes must have shape [{x.shape[0]}] (one label per feature "
                              f"row), got {tuple(gt_classes.shape)}")
         x = x.detach()
-        foreground = (gt_classes >= 0) & (gt_classes < self.num_classes)
-        self.head_direction.update(x, keep=foreground.to(x.device))
+        self.head_direction.update_from_labels(x, gt_classes, self.num_classes)
         if not self.record_foreground_cos:
             if self._foreground_cos_recorded:  # else it is NaN already: no kernel
                 self.last_foreground_cos.fill_(math.nan)
@@ -183,7 +187,7 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         x_hat = split_heads(unit_heads(x.float(), k), k)
         d_hat = split_heads(self.head_direction.direction().to(x_hat), k)
         cos = (x_hat * d_hat).sum(-1).mean(-1)
-        fg = foreground.to(cos.dtype)
+        fg = ((gt_classes >= 0) & (gt_classes < self.num_classes)).to(cos)
         n = fg.sum()
         self.last_foreground_cos.copy_(torch.where(
             n > 0, (cos * fg).sum() / n.clamp_min(1.0), torch.full_like(n, math.nan)))
