@@ -10,11 +10,12 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.engine import HookBase
-from detectron2.evaluation import COCOEvaluator, LVISEvaluator
+from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from tde_det.data.detection import register_lvis_datasets_from_config
+from tde_det.evaluation.lvis_records import RecordsLVISEvaluator
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
 from .head_direction_hook import HeadDirectionLogger
@@ -66,8 +67,9 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str
     evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
     if evaluator_type == "lvis":
-        return LVISEvaluator(dataset_name, tasks, output_dir=output_folder,
-                             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+        # LVISEvaluator, which the alpha sweep can also give shared mask encodings
+        return RecordsLVISEvaluator(dataset_name, tasks, output_dir=output_folder,
+                                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
     if evaluator_type == "coco":
         # The compiled COCOeval may be missing (Detectron2 without its C++ extension).
         return COCOEvaluator(dataset_name, tasks, output_dir=output_folder,

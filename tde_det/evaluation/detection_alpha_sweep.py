@@ -8,7 +8,10 @@ these cached per-stage tensors: per-stage probabilities with that alpha (the pre
 average, Detectron2's ``fast_rcnn_inference`` on the last stage's boxes (box regression does not
 depend on alpha), and one evaluator per alpha. The mask head and the pasting of masks run once
 per image on the union of the alphas' detections (a mask depends on the box and the class, not
-on alpha; see ``shared_detections``), and each alpha takes its own rows from there.
+on alpha; see ``shared_detections``), and each alpha takes its own rows from there. An
+evaluator with ``process_records`` (:class:`~tde_det.evaluation.RecordsLVISEvaluator`, which
+``Trainer.build_evaluator`` gives for LVIS datasets) also gets the masks encoded to RLE once,
+the alphas' records sharing them; any other gets ``process(inputs, outputs)``.
 Each alpha's results equal those of ``--eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA
 <alpha>``: sweeping alpha means evaluating with TDE, whatever the predictors' ``test_tde``
 (``MODEL.TDE.TEST_TDE``), which is restored afterwards.
@@ -22,6 +25,7 @@ from contextlib import contextmanager
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.utils import comm
@@ -146,11 +150,19 @@ class DetectionAlphaSweep:
         self.mask_rows += sum(len(m) for m in merged)
         self.detections += sum(m.num_detections for m in merged)
         union = heads.forward_with_given_boxes(features, [m.union for m in merged])
-        outputs = GeneralizedRCNN._postprocess(union, batched_inputs, images.image_sizes)
+        outputs = [o["instances"] for o in
+                   GeneralizedRCNN._postprocess(union, batched_inputs, images.image_sizes)]
+        if all(hasattr(ev, "process_records") for ev in self.evaluators.values()):
+            # RecordsLVISEvaluator: each distinct mask encoded to RLE once, shared by the alphas
+            records = [instances_to_coco_json(out.to("cpu"), image["image_id"])
+                       for out, image in zip(outputs, batched_inputs)]
+            for k, alpha in enumerate(self.alphas):
+                self.evaluators[alpha].process_records(batched_inputs, [
+                    m.records_of_alpha(k, out, r) for m, out, r in zip(merged, outputs, records)])
+            return
         for k, alpha in enumerate(self.alphas):
             self.evaluators[alpha].process(batched_inputs, [
-                {"instances": m.of_alpha(k, out["instances"])}
-                for m, out in zip(merged, outputs)])
+                {"instances": m.of_alpha(k, out)} for m, out in zip(merged, outputs)])
 
     def evaluate(self, workers: int = 1) -> Dict[float, Dict]:
         """``{alpha: evaluator.evaluate()}``. With ``workers`` > 1 the evaluators run at once in

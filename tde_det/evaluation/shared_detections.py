@@ -13,7 +13,7 @@ of a mask head run on one alpha's detections only -- bit for bit on the CPU (tes
 ``--eval-only``); on CUDA, cuDNN may pick another convolution algorithm for the union's batch
 size, which can change the last bits of a mask logit.
 """
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances
@@ -28,7 +28,8 @@ class MergedDetections:
 
     ``union`` has each distinct (box, class) pair once, with ``pred_boxes``, ``pred_classes``,
     placeholder ``scores`` and a ``union_row`` index; run the mask head and the post-processing
-    on it, then ``of_alpha(k, output)`` gives the ``k``-th alpha's detections from the output.
+    on it, then ``of_alpha(k, output)`` gives the ``k``-th alpha's detections from the output
+    (or ``records_of_alpha`` their json records, from those of the output).
     """
 
     def __init__(self, per_alpha: Sequence[Instances]):
@@ -59,16 +60,30 @@ class MergedDetections:
         """Detections over all alphas, counting a pair once per alpha that keeps it."""
         return sum(len(r) for r in self._rows)
 
-    def of_alpha(self, k: int, output: Instances) -> Instances:
-        """The ``k``-th alpha's detections, in its order and with its scores, taken from
-        ``output``: ``union`` after the mask head and post-processing, which may have dropped
-        rows (boxes empty after rescaling); the same rows are dropped from the alpha's."""
+    def rows_of_alpha(self, k: int, output: Instances) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The ``k``-th alpha's detections in ``output`` -- ``union`` after the mask head and
+        post-processing, which may have dropped rows (boxes empty after rescaling; the same
+        rows are dropped from the alpha's) -- as (their rows of ``output`` in the alpha's order,
+        their scores under the alpha)."""
         present = output.get(_ROW)
         position = torch.full((len(self.union),), -1, dtype=torch.long, device=present.device)
         position[present] = torch.arange(len(present), device=present.device)
         at = position[self._rows[k].to(present.device)]
         kept = at >= 0
-        detections = output[at[kept]]
-        detections.scores = self._scores[k].to(present.device)[kept]
+        return at[kept], self._scores[k].to(present.device)[kept]
+
+    def of_alpha(self, k: int, output: Instances) -> Instances:
+        """The ``k``-th alpha's detections, in its order and with its scores, taken from
+        ``output`` (see :meth:`rows_of_alpha`)."""
+        rows, scores = self.rows_of_alpha(k, output)
+        detections = output[rows]
+        detections.scores = scores
         detections.remove(_ROW)
         return detections
+
+    def records_of_alpha(self, k: int, output: Instances, records: List[Dict]) -> List[Dict]:
+        """The ``k``-th alpha's detections as json records (what ``instances_to_coco_json``
+        gives for :meth:`of_alpha`), from ``records``, those of ``output``: each a copy with
+        the alpha's score, sharing the record's "bbox" and "segmentation"."""
+        rows, scores = self.rows_of_alpha(k, output)
+        return [dict(records[r], score=s) for r, s in zip(rows.tolist(), scores.tolist())]

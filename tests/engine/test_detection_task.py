@@ -126,3 +126,14 @@ def test_warns_when_a_frozen_backbone_would_stay_random(tmp_path):
     assert "MODEL.RESNETS.NORM FrozenBN" in msg
     cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.RESNETS.NORM = 0, "BN"  # from scratch, all trained
     assert detection_task.untrained_frozen_backbone_warning(cfg) is None
+
+
+def test_records_lvis_evaluator_wants_one_list_per_image():
+    from tde_det.evaluation import RecordsLVISEvaluator
+
+    ev = RecordsLVISEvaluator.__new__(RecordsLVISEvaluator)  # process_records needs no dataset
+    ev.reset()
+    with pytest.raises(ValueError, match="one list of records per input image"):
+        ev.process_records([{"image_id": 1}], [])
+    ev.process_records([{"image_id": 1}], [[{"score": 0.5}]])
+    assert ev._predictions == [{"image_id": 1, "instances": [{"score": 0.5}]}]

@@ -58,3 +58,18 @@ def test_rows_that_post_processing_drops_are_dropped_from_every_alpha():
 def test_no_alphas_is_an_error():
     with pytest.raises(ValueError, match="at least one alpha"):
         MergedDetections([])
+
+
+def test_records_of_alpha_copy_the_records_with_the_alphas_scores():
+    per_alpha = [_detections([A, B], [4, 1], [0.9, 0.5]), _detections([B, C], [1, 1], [0.7, 0.2])]
+    merged = MergedDetections(per_alpha)
+    output = merged.union
+    records = [{"bbox": [float(i)], "segmentation": {"counts": str(i)}, "score": 0.0,
+                "category_id": int(c)} for i, c in enumerate(output.pred_classes.tolist())]
+    second = merged.records_of_alpha(1, output, records)
+    assert [r["score"] for r in second] == pytest.approx([0.7, 0.2])
+    by_box = {tuple(b.tolist()): i for i, b in enumerate(output.pred_boxes.tensor)}
+    assert [r["segmentation"] for r in second] == [records[by_box[tuple(B)]]["segmentation"],
+                                                   records[by_box[tuple(C)]]["segmentation"]]
+    assert second[0]["segmentation"] is records[by_box[tuple(B)]]["segmentation"]  # shared
+    assert all(r["score"] == 0.0 for r in records)  # the union's records are not changed

@@ -11,6 +11,7 @@ from tools_helpers import lvis_overrides
 
 from tde_det.data.classification.synthetic import write_cifar_pickles
 from tde_det.engine import Trainer
+from tde_det.evaluation import RecordsLVISEvaluator
 from tde_det.evaluation.detection_alpha_sweep import (
     DetectionAlphaSweep,
     parallel_evaluation_workers,
@@ -39,6 +40,12 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
     # the mask head ran once per batch, on each distinct (box, class) once: fewer rows than
     # the alphas' detections together
     assert len(mask_rows) == 4 and sum(mask_rows) == sweep.mask_rows < sweep.detections
+    # LVIS: the evaluators took json records, each distinct mask encoded once and shared
+    predictions = [sweep.evaluators[a]._predictions for a in ALPHAS]
+    assert all(isinstance(sweep.evaluators[a], RecordsLVISEvaluator) for a in ALPHAS)
+    shared = [{id(r["segmentation"]) for p in preds for r in p["instances"]}
+              for preds in predictions]
+    assert shared[0] & shared[1] and shared[1] & shared[2]
     swept = sweep.evaluate(workers=2)  # two alphas at once, in forked processes
     predictors = model.roi_heads.box_predictor
     for alpha in ALPHAS:
@@ -174,3 +181,28 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
     assert rows["2"] == rows["0"] and "segm/APr" in rows["0"][0]
     bad = run("--alphas-per-pass", "-1")
     assert bad.returncode != 0 and "--alphas-per-pass must be >= 0" in bad.stderr
+
+
+def test_an_evaluator_without_process_records_gets_the_same_detections(tiny_detector, tmp_path):
+    """Plain LVISEvaluator (no process_records): each alpha's Instances through process(),
+    giving the same json as the records path."""
+    from detectron2.evaluation import LVISEvaluator
+
+    cfg, model = tiny_detector[:2]
+    makers = {
+        "records": lambda a: Trainer.build_evaluator(cfg, "tools_lvis_val",
+                                                     str(tmp_path / f"records_{a}")),
+        "plain": lambda a: LVISEvaluator("tools_lvis_val", ("bbox", "segm"),
+                                         output_dir=str(tmp_path / f"plain_{a}"),
+                                         max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)}
+    results = {}
+    for name, make in makers.items():
+        sweep = DetectionAlphaSweep(model, ALPHAS, make)
+        for batch in Trainer.build_test_loader(cfg, "tools_lvis_val"):
+            sweep.process(batch)
+        results[name] = sweep.evaluate(workers=1)
+    assert results["plain"] == results["records"]
+    for a in ALPHAS:
+        plain = json.load(open(tmp_path / f"plain_{a}" / "lvis_instances_results.json"))
+        records = json.load(open(tmp_path / f"records_{a}" / "lvis_instances_results.json"))
+        assert plain == records and len(plain) > 0
