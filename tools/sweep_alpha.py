@@ -53,10 +53,12 @@ def check_alphas_per_pass(alphas_per_pass: int) -> None:
 
 
 def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
-                    eval_workers: int = 1, alphas_per_pass: int = 0) -> List[Dict]:
+                    eval_workers: int = 1, alphas_per_pass: int = 0,
+                    share_masks: bool = True) -> List[Dict]:
     """One row per alpha. The network runs once per pass over ``dataset``; a pass scores up to
     ``alphas_per_pass`` alphas (0: all in one pass), whose evaluators hold their predictions
-    until that pass is evaluated: fewer alphas per pass, less memory, more passes."""
+    until that pass is evaluated: fewer alphas per pass, less memory, more passes.
+    ``share_masks``: see :class:`DetectionAlphaSweep`."""
     check_alphas_per_pass(alphas_per_pass)
     per_pass = alphas_per_pass or len(alphas)
     passes = [alphas[i:i + per_pass] for i in range(0, len(alphas), per_pass)]
@@ -66,12 +68,14 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
             logger.info(f"pass {n} of {len(passes)} over {dataset}: alphas "
                         f"{', '.join(f'{a:g}' for a in chunk)}")
         sweep = DetectionAlphaSweep(model, chunk, lambda a: Trainer.build_evaluator(
-            cfg, dataset, os.path.join(output, f"alpha_{a:g}")))
+            cfg, dataset, os.path.join(output, f"alpha_{a:g}")), share_masks=share_masks)
         for batch in Trainer.build_test_loader(cfg, dataset):
             sweep.process(batch)
-        logger.info(f"{sweep.detections} detections over {len(chunk)} alphas, "
-                    f"{sweep.mask_rows} of them distinct (box, class): the mask head and the "
-                    f"pasting of masks ran on those")
+        if share_masks:
+            logger.info(f"{sweep.detections} detections over {len(chunk)} alphas, "
+                        f"{sweep.distinct} distinct (box, class) pairs, {sweep.mask_rows} "
+                        f"distinct boxes: masks were pasted for the pairs, the mask head ran "
+                        f"on the boxes")
         for alpha, results in sweep.evaluate(eval_workers).items():
             row = {"alpha": alpha}
             for task, metrics in (results or {}).items():
@@ -143,7 +147,7 @@ def main(args) -> Dict:
             per_pass = args.alphas_per_pass or len(alphas)
             workers = args.eval_workers or min(per_pass, available_cpus())
             rows = sweep_detection(cfg, model, dataset, alphas, output, workers,
-                                   args.alphas_per_pass)
+                                   args.alphas_per_pass, share_masks=not args.per_alpha_masks)
             columns = DETECTION_COLUMNS
         seconds = time.perf_counter() - start
         if not comm.is_main_process():
@@ -199,6 +203,9 @@ def parse_args(argv=None):
     alphas = _pop_alphas(argv)
     for name in ("--dataset", "--metric", "--output", "--eval-workers", "--alphas-per-pass"):
         argv = _pop_option(argv, name)
+    if "--per-alpha-masks" in argv:  # a flag, which may also follow the overrides
+        argv.remove("--per-alpha-masks")
+        argv[:0] = ["--per-alpha-masks"]
     parser = default_argument_parser()
     parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
                         help="alphas of eq. 8 to score, each with TDE on (as --eval-only "
@@ -218,6 +225,12 @@ def parse_args(argv=None):
                         "(0: all in one pass). Each alpha's evaluator holds all its predictions "
                         "(with masks) until the pass is evaluated, so memory grows with the "
                         "alphas of a pass; more passes cost more inference time")
+    parser.add_argument("--per-alpha-masks", action="store_true",
+                        help="detection: run the mask head, paste and encode masks on each "
+                        "alpha's own detections, in --eval-only's batches (default: once per "
+                        "distinct box / (box, class) over all alphas, faster; a convolution "
+                        "library may pick another algorithm for another batch size, which can "
+                        "change the last bits of a mask logit)")
     args = parser.parse_args(argv)
     try:
         check_alphas_per_pass(args.alphas_per_pass)

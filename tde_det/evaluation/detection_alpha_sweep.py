@@ -8,7 +8,8 @@ these cached per-stage tensors: per-stage probabilities with that alpha (the pre
 average, Detectron2's ``fast_rcnn_inference`` on the last stage's boxes (box regression does not
 depend on alpha), and one evaluator per alpha. The mask head and the pasting of masks run once
 per image on the union of the alphas' detections (a mask depends on the box and the class, not
-on alpha; see ``shared_detections``), and each alpha takes its own rows from there. An
+on alpha; see ``shared_detections``; the mask head's layers run once per distinct box, see
+``union_masks``), and each alpha takes its own rows from there. An
 evaluator with ``process_records`` (:class:`~tde_det.evaluation.RecordsLVISEvaluator`, which
 ``Trainer.build_evaluator`` gives for LVIS datasets) also gets the masks encoded to RLE once,
 the alphas' records sharing them; any other gets ``process(inputs, outputs)``.
@@ -34,6 +35,7 @@ from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEClassLogits
 
 from .alpha_sweep import LINEAR_ERROR, check_alphas
 from .shared_detections import MergedDetections
+from .union_masks import predict_masks
 
 __all__ = ["DetectionAlphaSweep", "available_cpus", "parallel_evaluation_workers"]
 
@@ -97,7 +99,11 @@ class DetectionAlphaSweep:
     """
 
     def __init__(self, model: GeneralizedRCNN, alphas: Sequence[float],
-                 make_evaluator: Callable[[float], object]):
+                 make_evaluator: Callable[[float], object], share_masks: bool = True):
+        """``share_masks``: pasting and encoding masks once per distinct (box, class) of an
+        image and the mask head once per distinct box, over all alphas (default); False: the
+        mask head, pasting and encoding on each alpha's own detections, in ``--eval-only``'s
+        batches (slower; the convolutions then see exactly eval-only's batch sizes)."""
         roi_heads = getattr(model, "roi_heads", None)
         if not isinstance(roi_heads, TDECascadeROIHeads):
             raise ValueError("the alpha sweep needs MODEL.ROI_HEADS.NAME TDECascadeROIHeads, got "
@@ -107,12 +113,15 @@ class DetectionAlphaSweep:
             raise ValueError(LINEAR_ERROR)
         self.model = model
         self.alphas = check_alphas(alphas)
+        self.share_masks = bool(share_masks)
         self.evaluators = {a: make_evaluator(a) for a in self.alphas}
         for ev in self.evaluators.values():
             ev.reset()
-        # Rows the mask head ran on, and the detections they served (each alpha's counted)
-        self.mask_rows = 0
+        # Detections over the alphas (each alpha's counted), the distinct (box, class) pairs
+        # among them, and the rows the mask head ran on (with share_masks: distinct boxes)
         self.detections = 0
+        self.distinct = 0
+        self.mask_rows = 0
 
     @torch.no_grad()
     def process(self, batched_inputs: List[Dict]) -> None:
@@ -120,6 +129,40 @@ class DetectionAlphaSweep:
         images = model.preprocess_image(batched_inputs)
         features = model.backbone(images.tensor)
         proposals, _ = model.proposal_generator(images, features, None)
+        per_alpha = self._detections(features, proposals)
+        merged = [MergedDetections(of_image) for of_image in zip(*per_alpha)]
+        self.distinct += sum(len(m) for m in merged)
+        self.detections += sum(m.num_detections for m in merged)
+        if not self.share_masks:
+            for alpha, instances in zip(self.alphas, per_alpha):
+                self.mask_rows += sum(len(i) for i in instances)
+                instances = heads.forward_with_given_boxes(features, instances)
+                self.evaluators[alpha].process(batched_inputs, GeneralizedRCNN._postprocess(
+                    instances, batched_inputs, images.image_sizes))
+            return
+        # Pasting (and encoding) masks once per distinct (box, class) of an image, the mask
+        # head once per distinct box; at most one alpha's detections per mask-head batch
+        union, rows = predict_masks(heads, features, [m.union for m in merged],
+                                    chunk=max(sum(len(d) for d in dets) for dets in per_alpha))
+        self.mask_rows += rows
+        outputs = [o["instances"] for o in
+                   GeneralizedRCNN._postprocess(union, batched_inputs, images.image_sizes)]
+        if all(hasattr(ev, "process_records") for ev in self.evaluators.values()):
+            # RecordsLVISEvaluator: each distinct mask encoded to RLE once, shared by the alphas
+            records = [instances_to_coco_json(out.to("cpu"), image["image_id"])
+                       for out, image in zip(outputs, batched_inputs)]
+            for k, alpha in enumerate(self.alphas):
+                self.evaluators[alpha].process_records(batched_inputs, [
+                    m.records_of_alpha(k, out, r) for m, out, r in zip(merged, outputs, records)])
+            return
+        for k, alpha in enumerate(self.alphas):
+            self.evaluators[alpha].process(batched_inputs, [
+                {"instances": m.of_alpha(k, out)} for m, out in zip(merged, outputs)])
+
+    def _detections(self, features, proposals) -> List[List]:
+        """Per alpha, that alpha's detections of each image (before masks): Detectron2's cascade
+        once, then each alpha scored from the stages' cached z and B."""
+        heads = self.model.roi_heads
         stages: List = []
         with _recording_stages(heads, stages):
             heads._forward_box(features, proposals)  # Detectron2's cascade, once
@@ -128,7 +171,7 @@ class DetectionAlphaSweep:
         boxes = last.predict_boxes(last_predictions, last_proposals)
         image_sizes = [p.image_size for p in last_proposals]
         saved = [(p, p.test_tde, p.alpha) for p, _, _ in stages]
-        per_alpha = []  # per alpha: that alpha's detections of each image
+        per_alpha = []
         try:
             for alpha in self.alphas:
                 per_stage = []
@@ -145,24 +188,7 @@ class DetectionAlphaSweep:
         finally:
             for p, test_tde, alpha in saved:
                 p.test_tde, p.alpha = test_tde, alpha
-        # The mask head and the pasting of masks, once per distinct (box, class) of an image
-        merged = [MergedDetections(of_image) for of_image in zip(*per_alpha)]
-        self.mask_rows += sum(len(m) for m in merged)
-        self.detections += sum(m.num_detections for m in merged)
-        union = heads.forward_with_given_boxes(features, [m.union for m in merged])
-        outputs = [o["instances"] for o in
-                   GeneralizedRCNN._postprocess(union, batched_inputs, images.image_sizes)]
-        if all(hasattr(ev, "process_records") for ev in self.evaluators.values()):
-            # RecordsLVISEvaluator: each distinct mask encoded to RLE once, shared by the alphas
-            records = [instances_to_coco_json(out.to("cpu"), image["image_id"])
-                       for out, image in zip(outputs, batched_inputs)]
-            for k, alpha in enumerate(self.alphas):
-                self.evaluators[alpha].process_records(batched_inputs, [
-                    m.records_of_alpha(k, out, r) for m, out, r in zip(merged, outputs, records)])
-            return
-        for k, alpha in enumerate(self.alphas):
-            self.evaluators[alpha].process(batched_inputs, [
-                {"instances": m.of_alpha(k, out)} for m, out in zip(merged, outputs)])
+        return per_alpha
 
     def evaluate(self, workers: int = 1) -> Dict[float, Dict]:
         """``{alpha: evaluator.evaluate()}``. With ``workers`` > 1 the evaluators run at once in

@@ -28,3 +28,22 @@ def test_tiny_run_prints_the_table(task, images, rows, labels):
         assert cells[1] == str(rows) and len(cells) == 7
         values = [float(c) for c in cells[2:5]] + [float(c.rstrip("x")) for c in cells[5:]]
         assert all(math.isfinite(v) and v >= 0 for v in values), line
+
+
+def test_the_paper_size_detector_config_builds(tmp_path):
+    """--detector full: every override is a key of the tiny config, and the model builds with
+    the paper's sizes (not run here: it takes minutes)."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import benchmark_sweep_alpha as bench
+    finally:
+        sys.path.pop(0)
+    from detectron2.modeling import build_model
+
+    cfg = bench._cfg("tiny_lvis_cascade_tde_cpu.yaml", str(tmp_path), **bench.FULL_DETECTOR)
+    assert cfg.MODEL.RESNETS.DEPTH == 101 and cfg.INPUT.MIN_SIZE_TEST == 800
+    heads = build_model(cfg).roi_heads
+    assert heads.mask_head.mask_fcn4.out_channels == 256
+    assert heads.box_head[0].fc1.out_features == 1024
+    with pytest.raises(KeyError, match="MODEL.RESNETS.DEPHT"):
+        bench._cfg("tiny_lvis_cascade_tde_cpu.yaml", str(tmp_path), **{"MODEL.RESNETS.DEPHT": 1})

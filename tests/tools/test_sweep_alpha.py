@@ -26,8 +26,8 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
     calls, mask_rows = [], []
     original = model.backbone.forward
     model.backbone.forward = lambda x: calls.append(len(x)) or original(x)
-    hook = model.roi_heads.mask_head.register_forward_hook(
-        lambda module, inputs, output: mask_rows.append(len(inputs[0])))
+    layers = model.roi_heads.mask_head.layers
+    model.roi_heads.mask_head.layers = lambda x: mask_rows.append(len(x)) or layers(x)
     try:
         sweep = DetectionAlphaSweep(model, ALPHAS, lambda a: Trainer.build_evaluator(
             cfg, "tools_lvis_val", str(tmp_path / f"sweep_{a}")))
@@ -35,11 +35,12 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
             sweep.process(batch)
     finally:
         del model.backbone.forward
-        hook.remove()
+        del model.roi_heads.mask_head.layers
     assert sum(calls) == 4  # 4 validation images, one backbone pass each for all alphas
-    # the mask head ran once per batch, on each distinct (box, class) once: fewer rows than
-    # the alphas' detections together
-    assert len(mask_rows) == 4 and sum(mask_rows) == sweep.mask_rows < sweep.detections
+    # the mask head ran on each distinct box once, in batches of at most one alpha's
+    # detections: fewer rows than the distinct (box, class) pairs, fewer than all detections
+    assert sum(mask_rows) == sweep.mask_rows < sweep.distinct < sweep.detections
+    assert max(mask_rows) <= model.roi_heads.box_predictor[-1].test_topk_per_image
     # LVIS: the evaluators took json records, each distinct mask encoded once and shared
     predictions = [sweep.evaluators[a]._predictions for a in ALPHAS]
     assert all(isinstance(sweep.evaluators[a], RecordsLVISEvaluator) for a in ALPHAS)
@@ -179,30 +180,41 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
         rows[per_pass] = json.loads((out / "tools_lvis_val" / "alpha_sweep.json").read_text())
     assert [r["alpha"] for r in rows["2"]] == [0.0, 0.5, 1.5]
     assert rows["2"] == rows["0"] and "segm/APr" in rows["0"][0]
+    # the masks of each alpha's own detections (a flag, also after the overrides): same rows
+    out = tmp_path / "per_alpha_masks"
+    proc = run("--output", str(out), "OUTPUT_DIR", str(tmp_path / "o"), "--per-alpha-masks")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distinct boxes" not in proc.stdout + proc.stderr  # no sharing to report
+    assert json.loads((out / "tools_lvis_val" / "alpha_sweep.json").read_text()) == rows["0"]
     bad = run("--alphas-per-pass", "-1")
     assert bad.returncode != 0 and "--alphas-per-pass must be >= 0" in bad.stderr
 
 
-def test_an_evaluator_without_process_records_gets_the_same_detections(tiny_detector, tmp_path):
-    """Plain LVISEvaluator (no process_records): each alpha's Instances through process(),
-    giving the same json as the records path."""
+def test_other_evaluators_and_per_alpha_masks_give_the_same_detections(tiny_detector,
+                                                                        tmp_path):
+    """Plain LVISEvaluator (no process_records): each alpha's Instances through process(); and
+    share_masks=False: the mask head on each alpha's own detections. Both give the json of the
+    default (records, shared masks)."""
     from detectron2.evaluation import LVISEvaluator
 
     cfg, model = tiny_detector[:2]
-    makers = {
-        "records": lambda a: Trainer.build_evaluator(cfg, "tools_lvis_val",
-                                                     str(tmp_path / f"records_{a}")),
-        "plain": lambda a: LVISEvaluator("tools_lvis_val", ("bbox", "segm"),
-                                         output_dir=str(tmp_path / f"plain_{a}"),
-                                         max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)}
+    records = lambda a, name: Trainer.build_evaluator(  # noqa: E731
+        cfg, "tools_lvis_val", str(tmp_path / f"{name}_{a}"))
+    plain = lambda a, name: LVISEvaluator(  # noqa: E731
+        "tools_lvis_val", ("bbox", "segm"), output_dir=str(tmp_path / f"{name}_{a}"),
+        max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+    runs = {"records": (records, True), "plain": (plain, True), "per_alpha": (records, False)}
     results = {}
-    for name, make in makers.items():
-        sweep = DetectionAlphaSweep(model, ALPHAS, make)
+    for name, (make, share) in runs.items():
+        sweep = DetectionAlphaSweep(model, ALPHAS, lambda a: make(a, name), share_masks=share)
         for batch in Trainer.build_test_loader(cfg, "tools_lvis_val"):
             sweep.process(batch)
         results[name] = sweep.evaluate(workers=1)
-    assert results["plain"] == results["records"]
+        if not share:
+            assert sweep.mask_rows == sweep.detections  # every alpha's own detections
+    assert results["plain"] == results["records"] == results["per_alpha"]
     for a in ALPHAS:
-        plain = json.load(open(tmp_path / f"plain_{a}" / "lvis_instances_results.json"))
-        records = json.load(open(tmp_path / f"records_{a}" / "lvis_instances_results.json"))
-        assert plain == records and len(plain) > 0
+        files = {name: json.load(open(tmp_path / f"{name}_{a}" / "lvis_instances_results.json"))
+                 for name in runs}
+        assert files["plain"] == files["records"] == files["per_alpha"]
+        assert len(files["records"]) > 0
