@@ -6,16 +6,20 @@ eq. 8 is linear in alpha before the softmax (TDE = z - alpha * B), so every alph
 these cached per-stage tensors: per-stage probabilities with that alpha (the predictor's own
 ``predict_probs``: eq. 9, softmax of eq. 8, or softmax of eq. 7 for alpha = 0), the cascade
 average, Detectron2's ``fast_rcnn_inference`` on the last stage's boxes (box regression does not
-depend on alpha), and one evaluator per alpha. The mask head and the pasting of masks run once
-per image on the union of the alphas' detections (a mask depends on the box and the class, not
-on alpha; see ``shared_detections``; the mask head's layers run once per distinct box, see
-``union_masks``), and each alpha takes its own rows from there. An
-evaluator with ``process_records`` (:class:`~tde_det.evaluation.RecordsLVISEvaluator`, which
-``Trainer.build_evaluator`` gives for LVIS datasets) also gets the masks encoded to RLE once,
-the alphas' records sharing them; any other gets ``process(inputs, outputs)``.
+depend on alpha), and one evaluator per alpha.
+
+Masks depend on the box and the class, not on alpha: by default they are pasted once per image
+for the union of the alphas' detections (``shared_detections``), the mask head's layers run once
+per distinct box (``union_masks``), and each alpha takes its own rows from there. An evaluator
+with ``process_records`` (:class:`~tde_det.evaluation.RecordsLVISEvaluator`, which
+``Trainer.build_evaluator`` gives for LVIS datasets) also gets each mask encoded to RLE once,
+the alphas' records sharing it; any other gets ``process(inputs, outputs)``. With
+``share_masks=False`` each alpha's masks come from its own detections, as in ``--eval-only``.
+
 Each alpha's results equal those of ``--eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA
-<alpha>``: sweeping alpha means evaluating with TDE, whatever the predictors' ``test_tde``
-(``MODEL.TDE.TEST_TDE``), which is restored afterwards.
+<alpha>`` (shared masks: up to how a convolution library rounds for another batch size, see
+``union_masks``): sweeping alpha means evaluating with TDE, whatever the predictors'
+``test_tde`` (``MODEL.TDE.TEST_TDE``), which is restored afterwards.
 """
 import logging
 import multiprocessing

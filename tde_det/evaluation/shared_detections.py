@@ -4,14 +4,11 @@ mask once.
 A detection's mask (the mask head on its box, the channel of its class, pasted into the image)
 depends only on its box and its class: alpha changes which (box, class) pairs survive and their
 scores, not the pair's mask. Neighbouring alphas keep mostly the same pairs (on the tiny
-detector, each distinct pair appears under about 6 of 10 alphas), so the sweep runs the mask
-head and pastes masks once on the union of the alphas' detections, then gives each alpha its own
-rows, in its own order, with its own scores.
-
-Each mask head row and each pasted mask is computed from that row alone, so the rows equal those
-of a mask head run on one alpha's detections only -- bit for bit on the CPU (tested against
-``--eval-only``); on CUDA, cuDNN may pick another convolution algorithm for the union's batch
-size, which can change the last bits of a mask logit.
+detector, each distinct pair appears under about 6 of 10 alphas), so the sweep pastes (and
+encodes) masks once for the union of the alphas' detections -- the mask head itself runs once
+per distinct box, see :mod:`.union_masks` -- then gives each alpha its own rows, in its own
+order, with its own scores. Pasting is per row, so a pair's pasted mask is the one that pasting
+that alpha's detections alone gives.
 """
 from typing import Dict, List, Sequence, Tuple
 

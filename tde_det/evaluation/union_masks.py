@@ -5,8 +5,11 @@ detection's class. Under the alphas of a sweep, the same box recurs with several
 proposal scores under more than one class, and alpha moves which ones survive), so the sweep
 runs the mask head's layers once per distinct box of an image and takes each (box, class)
 detection's channel from there. Each row of the pooler and of the layers is computed from that
-row alone, so the masks are those of ``heads.forward_with_given_boxes`` on the detections --
-bit for bit on the CPU (tested against ``--eval-only``).
+row alone, so the masks are those of ``heads.forward_with_given_boxes`` on the detections, up to
+how a convolution library rounds for another batch size: bit for bit on the tiny dataset's
+sweep (tested against ``--eval-only``), within 1e-6 for batches of 1 or 2 boxes on the CPU
+(tested), not yet checked with cuDNN. ``DetectionAlphaSweep(share_masks=False)`` keeps
+``--eval-only``'s batches.
 """
 from typing import Dict, List, Tuple
 
