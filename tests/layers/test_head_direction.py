@@ -121,4 +121,18 @@ def test_update_validation():
         hd.update(torch.randn(3, 4), keep=torch.tensor([1, 0, 1], dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"\[N, 4\].*\(3, 5\)"):
         hd.update(torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"labels must have shape \[3\].*\(2,\)"):
+        hd.update_from_labels(torch.randn(3, 4), torch.tensor([0, 1]), num_classes=2)
+    with pytest.raises(ValueError, match=r"\[N, 4\].*\(3, 5\)"):
+        hd.update_from_labels(torch.randn(3, 5), torch.tensor([0, 1, 2]), num_classes=2)
     assert torch.equal(hd.ema, torch.zeros(4))
+
+
+def test_update_from_labels_keeps_the_foreground():
+    x = torch.tensor([[1.0, 2, 3, 4], [10, 10, 10, 10], [5, 6, 7, 8], [9, 9, 9, 9]])
+    labels = torch.tensor([0, 2, 1, -1])  # 2 = background of 2 classes, -1 ignored
+    by_labels, by_mask = HeadDirection(4, mu=0.5), HeadDirection(4, mu=0.5)
+    by_labels.update_from_labels(x, labels, num_classes=2)
+    by_mask.update(x, keep=torch.tensor([True, False, True, False]))
+    assert torch.equal(by_labels.ema, by_mask.ema)
+    assert torch.equal(by_labels.ema, torch.tensor([3.0, 4, 5, 6]))

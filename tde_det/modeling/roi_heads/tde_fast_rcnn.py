@@ -171,11 +171,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         the official ``label > 0`` mask dropped class 0 and let background in). Every call
         updates (a batch without foreground leaves x_bar unchanged), so that the collective
         of a synchronised x_bar is entered by every process."""
-        if gt_classes.shape != x.shape[:1]:
-            raise ValueError(f"gt_classes must have shape [{x.shape[0]}] (one label per feature "
-                             f"row), got {tuple(gt_classes.shape)}")
         x = x.detach()
-        self.head_direction.update_from_labels(x, gt_classes, self.num_classes)
+        self.head_direction.update_from_labels(x, gt_classes, self.num_classes)  # checks shapes
         if not self.record_foreground_cos:
             if self._foreground_cos_recorded:  # else it is NaN already: no kernel
                 self.last_foreground_cos.fill_(math.nan)
