@@ -122,7 +122,8 @@ class DetectionAlphaSweep:
         for ev in self.evaluators.values():
             ev.reset()
         # Detections over the alphas (each alpha's counted), the distinct (box, class) pairs
-        # among them, and the rows the mask head ran on (with share_masks: distinct boxes)
+        # among them (counted with share_masks only), and the rows the mask head ran on (with
+        # share_masks: distinct boxes)
         self.detections = 0
         self.distinct = 0
         self.mask_rows = 0
@@ -134,11 +135,9 @@ class DetectionAlphaSweep:
         features = model.backbone(images.tensor)
         proposals, _ = model.proposal_generator(images, features, None)
         per_alpha = self._detections(features, proposals)
-        merged = [MergedDetections(of_image) for of_image in zip(*per_alpha)]
-        self.distinct += sum(len(m) for m in merged)
-        self.detections += sum(m.num_detections for m in merged)
         if not self.share_masks:
             for alpha, instances in zip(self.alphas, per_alpha):
+                self.detections += sum(len(i) for i in instances)
                 self.mask_rows += sum(len(i) for i in instances)
                 instances = heads.forward_with_given_boxes(features, instances)
                 self.evaluators[alpha].process(batched_inputs, GeneralizedRCNN._postprocess(
@@ -146,6 +145,9 @@ class DetectionAlphaSweep:
             return
         # Pasting (and encoding) masks once per distinct (box, class) of an image, the mask
         # head once per distinct box; at most one alpha's detections per mask-head batch
+        merged = [MergedDetections(of_image) for of_image in zip(*per_alpha)]
+        self.distinct += sum(len(m) for m in merged)
+        self.detections += sum(m.num_detections for m in merged)
         union, rows = predict_masks(heads, features, [m.union for m in merged],
                                     chunk=max(sum(len(d) for d in dets) for dets in per_alpha))
         self.mask_rows += rows
