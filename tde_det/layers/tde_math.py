@@ -189,17 +189,17 @@ class _NormalizedLogits(torch.autograd.Function):
         g = grad * ctx.scale
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            gx = (g @ fw.reshape(fw.shape[0], -1)).view(fx.shape)
-            grad_x = _normalized_backward(gx, fx, nx, dx, nx > 0).view(fx.shape[0], -1)
+            gx = (g @ fw.flatten(-2)).view(fx.shape)  # flatten, not view(N, -1): N may be 0
+            grad_x = _normalized_backward(gx, fx, nx, dx, nx > 0).flatten(-2)
         if ctx.needs_input_grad[1]:
-            gw = (g.t() @ fx.reshape(fx.shape[0], -1)).view(fw.shape)
+            gw = (g.t() @ fx.flatten(-2)).view(fw.shape)
             if ctx.kind != "deconfound":  # D = max(||w||, eps) follows ||w|| iff ||w|| >= eps
                 active = nw >= ctx.eps
             elif ctx.gamma >= ctx.eps:  # ||w|| + gamma >= eps always: follows unless ||w|| = 0
                 active = nw > 0
             else:
                 active = (nw > 0) & (nw + ctx.gamma >= ctx.eps)
-            grad_w = _normalized_backward(gw, fw, nw, dw, active).view(fw.shape[0], -1)
+            grad_w = _normalized_backward(gw, fw, nw, dw, active).flatten(-2)
         return grad_x, grad_w, None, None, None, None, None
 
 

@@ -170,3 +170,22 @@ def test_classifier_kinds_training_logits_and_amp():
     assert scores.total.dtype == torch.float32 and scores.bias.dtype == torch.float32
     with pytest.raises(ValueError, match="ALPHA"):
         make(alpha=-1.0)
+
+
+@pytest.mark.parametrize("kind", ["deconfound", "cosine", "capsule"])
+def test_a_training_step_without_boxes(kind):
+    """A batch with no box (a cascade stage whose regressed boxes were all empty and dropped)
+    trains as with the stock predictor: zero losses, zero gradients, x_bar unchanged. The
+    hand-written backward used to fail here on reshaping 0 rows."""
+    pred = make(classifier_kind=kind, test_tde=kind == "deconfound").train()
+    before = pred.head_direction.ema.clone()
+    x = torch.zeros(0, 4, requires_grad=True)
+    p = Instances((100, 100))
+    p.proposal_boxes = Boxes(torch.zeros(0, 4))
+    p.gt_boxes = Boxes(torch.zeros(0, 4))
+    p.gt_classes = torch.zeros(0, dtype=torch.long)
+    losses = pred.losses(pred(x, p.gt_classes), [p])
+    sum(losses.values()).backward()
+    assert all(v.item() == 0.0 for v in losses.values())
+    assert x.grad.shape == (0, 4) and pred.cls_score.weight.grad.eq(0).all()
+    assert torch.equal(pred.head_direction.ema, before)
