@@ -40,11 +40,14 @@ def _add_method_config(cfg: CN) -> None:
     # every rank holds the same EMA (the official code does not).
     cfg.MODEL.TDE.SYNC_HEAD_DIRECTION = True
     # Training steps on a GPU: compute the normalised classifier (forward and backward) and the
-    # head-direction update with Triton kernels (tde_det/layers/fused_kernels.py): 7 and 2
-    # kernels instead of 24 and 11 in eager PyTorch (a linear layer: 5). Same maths; float32
-    # sums in another order, so results can differ in the last bits. Only float32 CUDA tensors
-    # use them (the CPU always runs the eager maths). Off until timed on a GPU (README).
-    cfg.MODEL.TDE.FUSED_KERNELS = False
+    # head-direction update with Triton kernels (tde_det/layers/fused_kernels.py): 5 launches
+    # per stage, the update riding in the classifier's (with a synchronised head direction on
+    # several GPUs: 2 more), instead of 24 + 11 operators in eager PyTorch (a linear layer: 5).
+    # Same maths; float32 sums in another order, so results can differ in the last bits. Only
+    # float32 CUDA tensors use them: the CPU, float64 and inference run the eager maths, and so
+    # does a GPU where Triton is missing or fails its first try (with a warning). Faster
+    # training steps of the heads on an H100 (README, tools/benchmark_heads.py).
+    cfg.MODEL.TDE.FUSED_KERNELS = True
 
 
 def _add_detection_config(cfg: CN) -> None:

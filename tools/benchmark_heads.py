@@ -7,22 +7,24 @@ ratios (targets: inference <= 1.03x, training <= 1.02x, memory <= 1.02x).
     python tools/benchmark_heads.py --quick         # small sizes, for a smoke test
     python tools/benchmark_heads.py --whole-model 20  # also the whole model's training step
     python tools/benchmark_heads.py --breakdown     # where the TDE heads' training time goes
-    python tools/benchmark_heads.py --fused         # TDE heads with MODEL.TDE.FUSED_KERNELS (CUDA)
+    python tools/benchmark_heads.py --eager         # TDE heads with MODEL.TDE.FUSED_KERNELS False
 
-Both heads get the same FPN features of one 800x1333 image (random, fixed seed), the same
-proposals and ground truth, and the same weights: every shared parameter is copied from the
-stock heads, the stock linear classifier's weight becomes the normalised classifier's weight (its
-bias has no counterpart). The optimiser steps with learning rate 0, so every timed step sees the
-same weights (the TDE heads' head directions do move, as in training). Timings are medians of
-interleaved repeats in alternating order (stock, TDE, TDE, stock, ...) after warm-up, so machine noise hits both alike; training steps, short and
-noisier, get three times as many repeats by default. Peak memory: a fresh subprocess per variant
-builds only that variant's heads, loads the shared weights (saved once from the stock heads) and
-runs one training step and one inference; its peak memory is reported as the increase over the
-process's baseline before the heads were built (inputs already made), so the ratio measures the
-heads: on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before; on CPU
-the peak resident set minus the resident set before (Linux: VmHWM after resetting it through
-``/proc/self/clear_refs``; elsewhere ``ru_maxrss``); the median of min(3, --repeats) interleaved
-probes per variant.
+The TDE heads run as the config's default, MODEL.TDE.FUSED_KERNELS True: the Triton kernels on
+CUDA, the eager maths on the CPU (``--eager``: FUSED_KERNELS False on CUDA too). Both heads get the
+same FPN features of one 800x1333 image (random, fixed seed), the same proposals and ground truth,
+and the same weights: every shared parameter is copied from the stock heads, the stock linear
+classifier's weight becomes the normalised classifier's weight (its bias has no counterpart). The
+optimiser steps with learning rate 0, so every timed step sees the same weights (the TDE heads'
+head directions do move, as in training). Timings are medians of interleaved repeats in alternating
+order (stock, TDE, TDE, stock, ...) after warm-up, so machine noise hits both alike; training
+steps, short and noisier, get three times as many repeats by default. Peak memory: a fresh
+subprocess per variant builds only that variant's heads, loads the shared weights (saved once from
+the stock heads) and runs one training step and one inference; its peak memory is reported as the
+increase over the process's baseline before the heads were built (inputs already made), so the
+ratio measures the heads: on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated
+before; on CPU the peak resident set minus the resident set before (Linux: VmHWM after resetting it
+through ``/proc/self/clear_refs``; elsewhere ``ru_maxrss``); the median of min(3, --repeats)
+interleaved probes per variant.
 """
 import argparse
 import json
@@ -271,8 +273,9 @@ def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[st
             for p in predictors:
                 p.record_foreground_cos = record_cos
                 p.cls_score.fused = p.head_direction.fused = use_fused
-                if not update:
+                if not update:  # both routes: its own call, or inside the classifier's launch
                     p.update_head_direction = lambda x, gt_classes: None
+                    p.head_direction.kernel_update = lambda x, gt_classes, num_classes: None
             try:
                 training_step(tde, inputs, opts[id(tde)])
             finally:
@@ -280,6 +283,7 @@ def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[st
                     p.record_foreground_cos = False
                     p.cls_score.fused = p.head_direction.fused = fused
                     p.__dict__.pop("update_head_direction", None)
+                    p.head_direction.__dict__.pop("kernel_update", None)
         return step
 
     variants = {"stock CascadeROIHeads": lambda: training_step(stock, inputs, opts[id(stock)]),
@@ -361,9 +365,14 @@ def main(argv=None) -> Dict:
                    help="also time the TDE heads' training step with fg_cos recorded and with "
                    "the head-direction update switched off (and count CUDA kernels, or on the "
                    "CPU ATen operators)")
-    p.add_argument("--fused", action="store_true",
-                   help="the TDE heads with MODEL.TDE.FUSED_KERNELS True (Triton kernels; they "
-                   "run on float32 CUDA tensors only)")
+    kernels = p.add_mutually_exclusive_group()
+    kernels.add_argument("--fused", action="store_true",
+                         help="the TDE heads with MODEL.TDE.FUSED_KERNELS True (Triton kernels, "
+                         "float32 CUDA tensors only; the default where they run), refused "
+                         "elsewhere")
+    kernels.add_argument("--eager", action="store_true",
+                         help="the TDE heads with MODEL.TDE.FUSED_KERNELS False (eager PyTorch "
+                         "maths; what the CPU always runs)")
     p.add_argument("--memory-probe", choices=["stock", "tde", "tde-fused"],
                    help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)  # the shared weights, for --memory-probe
@@ -372,10 +381,13 @@ def main(argv=None) -> Dict:
         peak = memory_probe(args.memory_probe, args.quick, args.device, args.state)
         print(json.dumps({"peak_mib": peak}))
         return {}
-    tde_variant = "tde-fused" if args.fused else "tde"
-    if args.fused and fused_kernels_for(torch.zeros(1, device=args.device)) is None:
+    runs_kernels = fused_kernels_for(torch.zeros(1, device=args.device)) is not None
+    if args.fused and not runs_kernels:
         p.error(f"--fused: the Triton kernels run on float32 CUDA tensors, not on "
                 f"--device {args.device}")
+    # as the config's default (FUSED_KERNELS True), which runs the kernels where they can run
+    fused = runs_kernels and not args.eager
+    tde_variant = "tde-fused" if fused else "tde"
     stock, tde = build_pair(args.quick, args.device, tde_variant)
     work = tempfile.TemporaryDirectory()
     state_path = os.path.join(work.name, "stock_heads.pth")
@@ -420,7 +432,8 @@ def main(argv=None) -> Dict:
           f"{len(inputs[1])} proposals, {detections['stock']} / {detections['tde']} detections "
           f"per image), {device}, medians of {args.repeats} inference and "
           f"{args.training_repeats or 3 * args.repeats} training repeats, interleaved")
-    tde_label = "TDECascadeROIHeads" + (" (FUSED_KERNELS)" if args.fused else "")
+    tde_label = "TDECascadeROIHeads" + ((" (FUSED_KERNELS)" if fused else
+                                         " (FUSED_KERNELS False)") if runs_kernels else "")
     print(f"| measure | stock CascadeROIHeads | {tde_label} | ratio | target |")
     print("|---|---|---|---|---|")
     result = {}

@@ -1,6 +1,6 @@
 """The moving-average head direction x_bar of Assumption 1, as an nn.Module with a buffer."""
 from numbers import Real
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -20,7 +20,9 @@ class HeadDirection(nn.Module):
     With ``sync`` (default) and an initialised ``torch.distributed`` group of more than one
     process, the kept rows of all ranks are pooled (a sum and a count), so every rank holds the
     same x_bar. ``update`` is then a collective: every rank must call it, kept rows or not.
-    With ``fused``, :meth:`update_from_labels` runs two Triton kernels on float32 CUDA features.
+    With ``fused``, :meth:`update_from_labels` runs one Triton kernel on float32 CUDA features
+    (two around the all-reduce when synchronised), and :meth:`kernel_update` hands the update
+    to the classifier's kernel launch instead.
     """
 
     def __init__(self, dim: int, num_heads: int = 2, mu: float = 0.9, sync: bool = True,
@@ -81,12 +83,9 @@ class HeadDirection(nn.Module):
     def update_from_labels(self, features: Tensor, labels: Tensor, num_classes: int) -> None:
         """``update(features, keep=(0 <= labels) & (labels < num_classes))``: a detector's
         foreground proposals (background is ``num_classes``). With ``fused`` and CUDA features
-        (float32, or float16/bfloat16 converted to it), in two Triton kernels (the mask
-        included) instead of eleven."""
-        self._check_features(features)
-        if labels.shape != features.shape[:1]:
-            raise ValueError(f"labels must have shape [{features.shape[0]}] (one per feature "
-                             f"row), got {tuple(labels.shape)}")
+        (float32, or float16/bfloat16 converted to it), in one Triton kernel (the mask
+        included) instead of eleven; two around the all-reduce when synchronised."""
+        self._check_labels(features, labels)
         rows = features.detach()
         kernels = None
         if self.fused:
@@ -101,10 +100,28 @@ class HeadDirection(nn.Module):
         kernels.update_head_direction(self.ema, rows, labels.to(rows.device), num_classes,
                                       self._mu, all_reduce=pool)
 
+    def kernel_update(self, features: Tensor, labels: Tensor, num_classes: int
+                      ) -> Optional[Tuple[Tensor, Tensor, int, float]]:
+        """The :meth:`update_from_labels` of these rows as ``(ema, labels, num_classes, mu)`` for
+        the Triton kernels to do inside the classifier's launch (``classifier_logits(...,
+        update=)``), or None where they cannot: not ``fused``, features not float32 CUDA, or a
+        synchronised x_bar (its all-reduce must come between the sums and the update). Checks
+        the shapes of what it returns as :meth:`update_from_labels`; changes nothing itself."""
+        if not self.fused or fused_kernels_for(features, self.ema) is None or self._syncing():
+            return None  # (update_from_labels checks the shapes)
+        self._check_labels(features, labels)
+        return self.ema, labels.to(features.device), int(num_classes), self._mu
+
     def _check_features(self, features: Tensor) -> None:
         if features.dim() != 2 or features.shape[1] != self.dim:
             raise ValueError(f"features must have shape [N, {self.dim}] (dim), "
                              f"got {tuple(features.shape)}")
+
+    def _check_labels(self, features: Tensor, labels: Tensor) -> None:
+        self._check_features(features)
+        if labels.shape != features.shape[:1]:
+            raise ValueError(f"labels must have shape [{features.shape[0]}] (one per feature "
+                             f"row), got {tuple(labels.shape)}")
 
     def _syncing(self) -> bool:
         return self.sync and dist.is_available() and dist.is_initialized() \

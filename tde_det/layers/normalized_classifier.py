@@ -1,7 +1,7 @@
 """The de-confounded ("causal norm") classifier of eq. 7 and its ablations, as an nn.Module."""
 import math
 from numbers import Real
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -62,12 +62,20 @@ class NormalizedClassifier(nn.Module):
         dtype = torch.promote_types(torch.promote_types(x.dtype, self.weight.dtype), torch.float32)
         return x.to(dtype), self.weight.to(dtype)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """[N, in_features] -> [N, num_classes] logits of eq. 7 (or of the ablation ``kind``)."""
+    def forward(self, x: Tensor, update: Optional[Tuple[Tensor, Tensor, int, float]] = None
+                ) -> Tensor:
+        """[N, in_features] -> [N, num_classes] logits of eq. 7 (or of the ablation ``kind``).
+
+        ``update``: a head direction's :meth:`~tde_det.layers.HeadDirection.kernel_update`,
+        done by the Triton kernels together with the classifier's own (float32 CUDA ``x``).
+        """
         x, w = self.check_input(x)
+        args = (x, w, self.kind, self.num_heads, self.tau, self.gamma, self.eps, self.fused,
+                update)
+        if not torch.is_autocast_enabled(x.device.type):  # no context to leave: skip its cost
+            return classifier_logits(*args)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return classifier_logits(x, w, self.kind, self.num_heads, self.tau, self.gamma,
-                                     self.eps, fused=self.fused)
+            return classifier_logits(*args)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, "

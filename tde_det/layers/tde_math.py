@@ -5,10 +5,11 @@ Notation of the paper: a feature x in R^d and each class weight w_i in R^d are s
 contiguous head chunks x = [x^1 ... x^K]; tau is the logit scale, gamma the weight-norm offset and
 d_hat^k the unit head direction of head k (Assumption 1). Nothing here imports Detectron2.
 """
+import logging
 import math
 import os
 from numbers import Real
-from typing import TYPE_CHECKING, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 CLASSIFIER_KINDS = ("linear", "cosine", "capsule", "deconfound")
+
+logger = logging.getLogger(__name__)
 
 
 def check_kind(kind: str) -> str:
@@ -114,16 +117,34 @@ def denominators(kind: str, gamma: float, eps: float) -> Tuple[Tuple[float, floa
 def fused_kernels_for(*tensors: Tensor):
     """The Triton kernels module (:mod:`tde_det.layers.fused_kernels`) if it can take these
     tensors -- float32, on CUDA, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``)
-    -- else None (the eager maths then runs)."""
-    interpreting = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-    if not all(t.dtype == torch.float32 and (t.is_cuda or interpreting) for t in tensors):
+    -- else None (the eager maths then runs). Also None, with one warning per device, where the
+    kernels cannot run there: no Triton, or its first try on the device failed (an old GPU, an
+    incompatible Triton)."""
+    if all(t.dtype == torch.float32 and t.is_cuda for t in tensors):
+        device = tensors[0].device
+    elif os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes") \
+            and all(t.dtype == torch.float32 for t in tensors):
+        device = torch.device("cpu")
+    else:
         return None
+    if device not in _KERNELS_ON:
+        _KERNELS_ON[device] = _try_kernels(device)
+    return _KERNELS_ON[device]
+
+
+_KERNELS_ON: dict = {}  # device -> the kernels module, or None where they failed
+
+
+def _try_kernels(device: torch.device):
     try:
         from . import fused_kernels
-    except ImportError as e:
-        raise ImportError("MODEL.TDE.FUSED_KERNELS True needs Triton (on Linux it comes with "
-                          "PyTorch's CUDA wheels; else pip install triton), or set "
-                          "MODEL.TDE.FUSED_KERNELS False") from e
+        fused_kernels.self_check(device)
+    except Exception as e:  # noqa: BLE001 - any failure means: use the eager maths here
+        logger.warning("MODEL.TDE.FUSED_KERNELS: the Triton kernels cannot run on %s (%s: %s); "
+                       "the TDE heads use the eager PyTorch maths there (same results, slower "
+                       "training steps). Set MODEL.TDE.FUSED_KERNELS False to silence this.",
+                       device, type(e).__name__, str(e).strip().split("\n")[0][:300])
+        return None
     return fused_kernels
 
 
@@ -204,27 +225,44 @@ class _NormalizedLogits(torch.autograd.Function):
 
 
 def classifier_logits(x: Tensor, w: Tensor, kind: str, num_heads: int, tau: float,
-                      gamma: float, eps: float, fused: bool = False) -> Tensor:
+                      gamma: float, eps: float, fused: bool = False,
+                      update: Optional[Tuple[Tensor, Tensor, int, float]] = None) -> Tensor:
     """Eq. 7 and its ablations: z_i = (tau/K) * sum_k (w_i^k)^T x^k / N(x^k, w_i^k).
 
     deconfound (eq. 7): N = (||w_i^k|| + gamma) * ||x^k||; cosine: N = ||w_i^k|| * ||x^k||;
     capsule: N = ||w_i^k|| * (||x^k|| + 1); linear: plain x^T w_i (no bias, no tau, no heads).
     ``x``: [N, d], ``w``: [C, d] -> [N, C]. With ``fused``, a training call (gradients needed)
     on float32 CUDA tensors runs the Triton kernels of
-    :class:`~tde_det.layers.fused_kernels.FusedNormalizedLogits` (same maths, 7 kernels
+    :class:`~tde_det.layers.fused_kernels.FusedNormalizedLogits` (same maths, 5 kernels
     forward and backward instead of 24).
+
+    ``update``: ``(ema, labels, num_classes, mu)`` of a head direction to update from the
+    foreground rows of ``x`` by the Triton kernels (see
+    :meth:`~tde_det.layers.HeadDirection.kernel_update`), inside the classifier's own launch
+    when it runs the kernels, else in one launch of its own. Only for float32 CUDA ``x``.
     """
-    if check_kind(kind) == "linear":
-        return x @ w.t()
-    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
-        kernels = fused_kernels_for(x, w) if fused else None
-        if kernels is not None:
-            return kernels.FusedNormalizedLogits.apply(x, w, num_heads, tau / num_heads,
-                                                       *denominators(kind, gamma, eps))
-        return _NormalizedLogits.apply(x, w, kind, num_heads, tau, gamma, eps)
-    fx = normalize_features(x, kind, num_heads, eps)
-    fw = normalize_weights(w, kind, num_heads, gamma, eps)
-    return (tau / num_heads) * (fx @ fw.t())
+    if update is not None and fused_kernels_for(x, update[0]) is None:
+        raise ValueError("classifier_logits: a head-direction update by the Triton kernels needs "
+                         f"float32 CUDA features and x_bar, got {x.dtype} on {x.device} and "
+                         f"{update[0].dtype} on {update[0].device}")
+    linear = check_kind(kind) == "linear"
+    training = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+    kernels = fused_kernels_for(x, w) if fused and training and not linear else None
+    if kernels is not None:
+        return kernels.FusedNormalizedLogits.apply(x, w, num_heads, tau / num_heads,
+                                                   *denominators(kind, gamma, eps), update)
+    if linear:
+        logits = x @ w.t()
+    elif training:
+        logits = _NormalizedLogits.apply(x, w, kind, num_heads, tau, gamma, eps)
+    else:
+        fx = normalize_features(x, kind, num_heads, eps)
+        fw = normalize_weights(w, kind, num_heads, gamma, eps)
+        logits = (tau / num_heads) * (fx @ fw.t())
+    if update is not None:  # the classifier ran no kernel to do it in: one launch of its own
+        ema, labels, num_classes, mu = update
+        fused_kernels_for(x).update_head_direction(ema, x, labels, num_classes, mu)
+    return logits
 
 
 def tde_bias(x: Tensor, w: Tensor, head_direction: Tensor, kind: str, num_heads: int,

@@ -29,6 +29,8 @@ KINDS = ["deconfound", "cosine", "capsule"]
 
 @pytest.fixture
 def route():
+    # the kernels' first try on the device (self_check) done before a test spies on them
+    assert tm.fused_kernels_for(torch.zeros(1, device=DEVICE)) is fused_kernels
     return fused_kernels
 
 
@@ -160,7 +162,7 @@ def test_pooled_sums_give_the_update_of_all_ranks_rows(route):
 def test_the_config_key_reaches_the_predictor_and_a_training_step_matches(route):
     cfg = get_cfg()
     add_tde_config(cfg)
-    assert cfg.MODEL.TDE.FUSED_KERNELS is False
+    assert cfg.MODEL.TDE.FUSED_KERNELS is True  # the default
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 10
     cfg.MODEL.TDE.SYNC_HEAD_DIRECTION = False
     cfg.MODEL.TDE.MU = 0.9
@@ -189,3 +191,91 @@ def test_classifier_module_passes_fused(route):
     c = NormalizedClassifier(64, 5, fused=True).to(DEVICE)
     x = torch.randn(8, 64, device=DEVICE, requires_grad=True)
     assert "Fused" in type(c(x).grad_fn).__name__
+
+
+@pytest.mark.parametrize("rows", [0, 1])
+def test_an_empty_or_one_row_batch(route, rows):
+    """No box (a cascade stage left empty) or one: the kernels' grids of 0 or few programs."""
+    x, w = _inputs()
+    args = ("deconfound", 2, 16.0, 1 / 32, 1e-9)
+    out = {}
+    for fused in (False, True):
+        xf = x[:rows].to(DEVICE).requires_grad_()
+        wf = w.to(DEVICE).requires_grad_()
+        z = tm.classifier_logits(xf, wf, *args, fused=fused)
+        z.sum().backward()
+        out[fused] = (z.detach().cpu(), xf.grad.cpu(), wf.grad.cpu())
+    for e, f in zip(out[False], out[True]):
+        assert f.shape == e.shape
+        largest = e.abs().amax().item() if e.numel() else 0.0
+        torch.testing.assert_close(f, e, rtol=1e-5, atol=1e-5 * max(largest, 1.0))
+
+
+@pytest.mark.parametrize("needs", ["x", "w"])
+def test_one_side_needs_a_gradient(route, needs):
+    """A frozen classifier (only x), or detached features (only w): the backward kernel runs on
+    that side's rows only, and the result equals that side's gradient with both needed."""
+    x, w = _inputs()
+    args = ("cosine", 2, 16.0, 0.0, 1e-9)
+    xb, wb = x.to(DEVICE).requires_grad_(), w.to(DEVICE).requires_grad_()
+    both = torch.autograd.grad(tm.classifier_logits(xb, wb, *args, fused=True).sum(), (xb, wb))
+    xo, wo = x.to(DEVICE), w.to(DEVICE)
+    (xo if needs == "x" else wo).requires_grad_()
+    z = tm.classifier_logits(xo, wo, *args, fused=True)
+    assert "Fused" in type(z.grad_fn).__name__
+    (only,) = torch.autograd.grad(z.sum(), xo if needs == "x" else wo)
+    assert torch.equal(only, both[0] if needs == "x" else both[1])
+
+
+def _predictor_pair(num_classes=10):
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
+    cfg.MODEL.TDE.SYNC_HEAD_DIRECTION = False
+    cfg.MODEL.TDE.MU = 0.9
+    out = []
+    for fused in (False, True):
+        cfg.MODEL.TDE.FUSED_KERNELS = fused
+        torch.manual_seed(0)
+        out.append(TDEFastRCNNOutputLayers(cfg, ShapeSpec(channels=64)).to(DEVICE).train())
+    return out
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_the_update_rides_in_the_classifier_launch(route, grad, monkeypatch):
+    """With gradients, x_bar is updated by the classifier's forward kernel (no launch of its
+    own); without (a PreciseBN pass runs the model in training mode under no_grad), by the
+    update kernel alone. Either way once per step, and as the eager update."""
+    calls = []
+    original = route.update_head_direction
+    monkeypatch.setattr(route, "update_head_direction",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    eager, fused = _predictor_pair()
+    x, labels = _rows_and_labels(num_classes=10)
+    x = torch.nan_to_num(x, nan=0.0, posinf=5.0)
+    for _ in range(2):
+        with torch.set_grad_enabled(grad):
+            for pred in (eager, fused):
+                scores, _ = pred(x.to(DEVICE).requires_grad_(grad), labels.to(DEVICE))
+    assert ("Fused" in type(scores.grad_fn).__name__) if grad else scores.grad_fn is None
+    assert len(calls) == (0 if grad else 2)
+    assert fused.head_direction.ema.norm() > 0
+    torch.testing.assert_close(fused.head_direction.ema.cpu(), eager.head_direction.ema.cpu(),
+                               rtol=2e-7, atol=0)
+
+
+def test_kernel_update_only_where_the_kernels_can_do_it(route, monkeypatch):
+    x, labels = _rows_and_labels()
+    hd = HeadDirection(64, 2, mu=0.9, sync=True, fused=True).to(DEVICE)
+    ema, got_labels, num_classes, mu = hd.kernel_update(x.to(DEVICE), labels, 11)
+    assert ema is hd.ema and got_labels.device == ema.device and (num_classes, mu) == (11, 0.9)
+    assert hd.kernel_update(x.double().to(DEVICE), labels, 11) is None  # float64: eager maths
+    with pytest.raises(ValueError, match="labels must have shape"):
+        hd.kernel_update(x.to(DEVICE), labels[1:], 11)
+    monkeypatch.setattr(hd, "_syncing", lambda: True)  # the all-reduce needs two kernels
+    assert hd.kernel_update(x.to(DEVICE), labels, 11) is None
+    assert HeadDirection(64, 2).to(DEVICE).kernel_update(x.to(DEVICE), labels, 11) is None
+    update = (hd.ema, labels.to(DEVICE), 11, 0.9)
+    with pytest.raises(ValueError, match="float32 CUDA features"):
+        tm.classifier_logits(x.double().to(DEVICE), x[:5].double().to(DEVICE), "deconfound", 2,
+                             16.0, 1 / 32, 1e-9, fused=True, update=update)

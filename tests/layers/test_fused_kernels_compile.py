@@ -11,20 +11,31 @@ from triton.compiler import ASTSource  # noqa: E402
 from tde_det.layers import fused_kernels as fk  # noqa: E402
 
 F32, F64 = "*fp32", "*fp64"
+SIDES = {"add_a": "fp32", "lo_a": "fp32", "scale_a": "fp32", "add_b": "fp32", "lo_b": "fp32",
+         "scale_b": "fp32"}
+SUMS = {"BLOCK_R": fk._SUM_BLOCK_R, "BLOCK_D": fk._SUM_BLOCK_D}
+NORMALIZE = {"a_ptr": F32, "b_ptr": F32, "out_ptr": F32, "norm_ptr": F32, "rows_a": "i32",
+             "rows_b": "i32", "head_dim": "i32", **SIDES, "labels_ptr": "*i64", "ema_ptr": F32,
+             "num_classes": "i32", "mu": "fp32", "BLOCK": "constexpr", "UPDATE": "constexpr",
+             "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"}
 KERNELS = {
-    "_normalize_heads_kernel": (
-        {"t_ptr": F32, "out_ptr": F32, "norm_ptr": F32, "head_dim": "i32", "add": "fp32",
-         "lo": "fp32", "scale": "fp32", "BLOCK": "constexpr"}, {"BLOCK": 512}),
+    # the classifier's forward with the head-direction update in its launch, and without
+    "_normalize_heads_kernel": (NORMALIZE, {"BLOCK": 512, "UPDATE": True, **SUMS}),
+    "_normalize_heads_kernel[no update]": (
+        {**NORMALIZE, "labels_ptr": F32}, {"BLOCK": 512, "UPDATE": False, **SUMS}),
     "_normalize_heads_backward_kernel": (
-        {"g_ptr": F32, "out_ptr": F32, "norm_ptr": F32, "grad_ptr": F32, "head_dim": "i32",
-         "add": "fp32", "lo": "fp32", "scale": "fp32", "BLOCK": "constexpr"}, {"BLOCK": 512}),
+        {"g_ptr": F32, "out_ptr": F32, "norm_ptr": F32, "grad_ptr": F32, "first_row": "i32",
+         "rows_a": "i32", "head_dim": "i32", **SIDES, "BLOCK": "constexpr"}, {"BLOCK": 512}),
     "_foreground_sums_kernel": (
         {"x_ptr": F32, "labels_ptr": "*i64", "sums_ptr": F64, "rows": "i32", "dim": "i32",
-         "num_classes": "i32", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"},
-        {"BLOCK_R": fk._SUM_BLOCK_R, "BLOCK_D": fk._SUM_BLOCK_D}),
+         "num_classes": "i32", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"}, SUMS),
     "_head_direction_update_kernel": (
         {"ema_ptr": F32, "sums_ptr": F64, "dim": "i32", "mu": "fp32", "BLOCK": "constexpr"},
         {"BLOCK": fk._UPDATE_BLOCK}),
+    "_foreground_update_kernel": (
+        {"x_ptr": F32, "labels_ptr": "*i64", "ema_ptr": F32, "rows": "i32", "dim": "i32",
+         "num_classes": "i32", "mu": "fp32", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"},
+        SUMS),
 }
 
 
@@ -32,9 +43,9 @@ KERNELS = {
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_kernel_compiles_to_a_cubin(name, arch):
     signature, constexprs = KERNELS[name]
+    kernel = getattr(fk, name.split("[")[0])  # "[...]": another specialisation of the kernel
     try:
-        compiled = triton.compile(ASTSource(fn=getattr(fk, name), signature=signature,
-                                            constexprs=constexprs),
+        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
                                   target=GPUTarget("cuda", arch, 32))
     except (RuntimeError, FileNotFoundError) as e:  # no ptxas in this Triton build
         if "ptxas" in str(e):

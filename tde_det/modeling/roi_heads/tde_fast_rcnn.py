@@ -157,6 +157,11 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                                    "training (to update the head direction from foreground "
                                    "proposals): call forward(x, gt_classes) or use "
                                    "proposal_labels(gt_classes)")
+            update = self.head_direction.kernel_update(x, gt_classes, self.num_classes)
+            if update is not None:  # x_bar updated inside the classifier's kernel launch
+                scores = self.cls_score(x, update=update)
+                self._record_foreground_cos(x, gt_classes)
+                return scores, self.bbox_pred(x)
             self.update_head_direction(x, gt_classes)
         if not self.training and self.applies_tde:
             # eq. 7 and the TDE term sharing the normalised features and weights
@@ -171,8 +176,12 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         the official ``label > 0`` mask dropped class 0 and let background in). Every call
         updates (a batch without foreground leaves x_bar unchanged), so that the collective
         of a synchronised x_bar is entered by every process."""
-        x = x.detach()
         self.head_direction.update_from_labels(x, gt_classes, self.num_classes)  # checks shapes
+        self._record_foreground_cos(x, gt_classes)
+
+    def _record_foreground_cos(self, x: Tensor, gt_classes: Tensor) -> None:
+        """``last_foreground_cos`` from the updated head direction, when the logging hook asks
+        for it (``record_foreground_cos``); else NaN."""
         if not self.record_foreground_cos:
             if self._foreground_cos_recorded:  # else it is NaN already: no kernel
                 self.last_foreground_cos.fill_(math.nan)
@@ -181,13 +190,14 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         self._foreground_cos_recorded = True
         # cos(x^k, d_hat^k) per head, averaged over heads and foreground rows (for logging).
         k = self.head_direction.num_heads
-        x_hat = split_heads(unit_heads(x.float(), k), k)
-        d_hat = split_heads(self.head_direction.direction().to(x_hat), k)
-        cos = (x_hat * d_hat).sum(-1).mean(-1)
-        fg = ((gt_classes >= 0) & (gt_classes < self.num_classes)).to(cos)
-        n = fg.sum()
-        self.last_foreground_cos.copy_(torch.where(
-            n > 0, (cos * fg).sum() / n.clamp_min(1.0), torch.full_like(n, math.nan)))
+        with torch.no_grad():
+            x_hat = split_heads(unit_heads(x.detach().float(), k), k)
+            d_hat = split_heads(self.head_direction.direction().to(x_hat), k)
+            cos = (x_hat * d_hat).sum(-1).mean(-1)
+            fg = ((gt_classes >= 0) & (gt_classes < self.num_classes)).to(cos)
+            n = fg.sum()
+            self.last_foreground_cos.copy_(torch.where(
+                n > 0, (cos * fg).sum() / n.clamp_min(1.0), torch.full_like(n, math.nan)))
 
     def predict_probs(self, predictions: Tuple[Union[Tensor, TDEClassLogits], Tensor],
                       proposals: List[Instances]):
