@@ -58,7 +58,8 @@ def _add_detection_config(cfg: CN) -> None:
     # Every this many iterations the head-direction hook writes, per cascade stage, the EMA norm,
     # the cosine between the current and the previously logged direction and the mean
     # cos(x, d_hat) of the last batch's foreground features to the EventStorage
-    # ("tde/stage{k}/..."); 20 = Detectron2's PeriodicWriter period. 0 disables the hook.
+    # ("tde/stage{k}/..."); 20 = Detectron2's PeriodicWriter period (a shorter one makes the
+    # writer run that often, so that metrics.json keeps every log). 0 disables the hook.
     cfg.MODEL.TDE.LOG_PERIOD = 20
 
     # --- the user's own LVIS-format datasets (parallel lists, one entry per dataset) ---

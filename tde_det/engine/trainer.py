@@ -12,6 +12,7 @@ from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, HookBase, hooks
 
 from . import classification_task, detection_task
+from .head_direction_hook import HeadDirectionLogger
 
 
 def task_for(cfg: CfgNode) -> ModuleType:
@@ -38,10 +39,20 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self) -> List[HookBase]:
         """Detectron2's hooks, with the task's hooks placed before the writer so that what they
-        put into the ``EventStorage`` is written in the same iteration."""
+        put into the ``EventStorage`` is written in the same iteration.
+
+        The writer runs every 20 iterations and writes only the latest value of each scalar, so
+        a ``MODEL.TDE.LOG_PERIOD`` below 20 would lose all but one head-direction log of each 20
+        iterations from ``metrics.json``: the writer then runs every ``LOG_PERIOD`` iterations
+        (so does the console's line)."""
         ret = super().build_hooks()
         extra = task_for(self.cfg).build_hooks(self.cfg, self)
         writer_at = next(
             (i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret)
         )
+        periods = [h.period for h in extra if isinstance(h, HeadDirectionLogger)]
+        period = min(periods, default=0)
+        if writer_at < len(ret) and 0 < period < ret[writer_at]._period:
+            # Detectron2 0.6 keeps the period and the writers in these attributes
+            ret[writer_at] = hooks.PeriodicWriter(ret[writer_at]._writers, period=period)
         return ret[:writer_at] + list(extra) + ret[writer_at:]
