@@ -8,7 +8,9 @@ small CNN on tiny Fashion-MNIST-format data), after a few training iterations, i
       the process start-up),
   (3) the sweep over the same ten alphas from one inference pass (detection: with the ten
       LVIS evaluations one after another, and with them in --eval-workers forked processes),
-and prints the ratios (3)/(1) (target <= 1.5) and (2)/(3).
+and prints the ratios (3)/(1) (target <= 1.5) and (2)/(3). Each of (1) and (2) writes the files
+``--eval-only`` writes (Detectron2's evaluator: the predictions and their json); the sweep, as
+``tools/sweep_alpha.py`` by default, writes none (``--save-predictions`` there writes them).
 
 ``--detector full`` gives the detector the paper's sizes (ResNet-101-FPN, 256 channels, 1000
 proposals, 1024-d box head, 4-conv mask head, images resized to 800x1333) on the same tiny
@@ -133,7 +135,7 @@ def detection(work: str, images: int, repeats: int, device: str, eval_workers: i
 
     def sweep(workers):
         s = DetectionAlphaSweep(model, ALPHAS, lambda a: Trainer.build_evaluator(
-            cfg, "bench_lvis_val", os.path.join(work, "det_sweep", str(a))))
+            cfg, "bench_lvis_val", ""))  # no files, as sweep_alpha.py by default
         for batch in Trainer.build_test_loader(cfg, "bench_lvis_val"):
             s.process(batch)
         s.evaluate(workers)

@@ -54,11 +54,14 @@ def check_alphas_per_pass(alphas_per_pass: int) -> None:
 
 def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
                     eval_workers: int = 1, alphas_per_pass: int = 0,
-                    share_masks: bool = True) -> List[Dict]:
+                    share_masks: bool = True, save_predictions: bool = False) -> List[Dict]:
     """One row per alpha. The network runs once per pass over ``dataset``; a pass scores up to
     ``alphas_per_pass`` alphas (0: all in one pass), whose evaluators hold their predictions
     until that pass is evaluated: fewer alphas per pass, less memory, more passes.
-    ``share_masks``: see :class:`DetectionAlphaSweep`."""
+    ``share_masks``: see :class:`DetectionAlphaSweep`. ``save_predictions``: each alpha's
+    evaluator writes its files (``instances_predictions.pth``, ``lvis_instances_results.json``,
+    as ``--eval-only`` does) to ``output/alpha_<alpha>``; otherwise none (an evaluator given
+    the output folder "" writes nothing)."""
     check_alphas_per_pass(alphas_per_pass)
     per_pass = alphas_per_pass or len(alphas)
     passes = [alphas[i:i + per_pass] for i in range(0, len(alphas), per_pass)]
@@ -68,7 +71,8 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
             logger.info(f"pass {n} of {len(passes)} over {dataset}: alphas "
                         f"{', '.join(f'{a:g}' for a in chunk)}")
         sweep = DetectionAlphaSweep(model, chunk, lambda a: Trainer.build_evaluator(
-            cfg, dataset, os.path.join(output, f"alpha_{a:g}")), share_masks=share_masks)
+            cfg, dataset, os.path.join(output, f"alpha_{a:g}") if save_predictions else ""),
+            share_masks=share_masks)
         for batch in Trainer.build_test_loader(cfg, dataset):
             sweep.process(batch)
         if share_masks:
@@ -147,7 +151,8 @@ def main(args) -> Dict:
             per_pass = args.alphas_per_pass or len(alphas)
             workers = args.eval_workers or min(per_pass, available_cpus())
             rows = sweep_detection(cfg, model, dataset, alphas, output, workers,
-                                   args.alphas_per_pass, share_masks=not args.per_alpha_masks)
+                                   args.alphas_per_pass, share_masks=not args.per_alpha_masks,
+                                   save_predictions=args.save_predictions)
             columns = DETECTION_COLUMNS
         seconds = time.perf_counter() - start
         if not comm.is_main_process():
@@ -203,9 +208,10 @@ def parse_args(argv=None):
     alphas = _pop_alphas(argv)
     for name in ("--dataset", "--metric", "--output", "--eval-workers", "--alphas-per-pass"):
         argv = _pop_option(argv, name)
-    if "--per-alpha-masks" in argv:  # a flag, which may also follow the overrides
-        argv.remove("--per-alpha-masks")
-        argv[:0] = ["--per-alpha-masks"]
+    for flag in ("--per-alpha-masks", "--save-predictions"):  # may also follow the overrides
+        if flag in argv:
+            argv.remove(flag)
+            argv[:0] = [flag]
     parser = default_argument_parser()
     parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
                         help="alphas of eq. 8 to score, each with TDE on (as --eval-only "
@@ -231,6 +237,11 @@ def parse_args(argv=None):
                         "distinct box / (box, class) over all alphas, faster; a convolution "
                         "library may pick another algorithm for another batch size, which can "
                         "change the last bits of a mask logit)")
+    parser.add_argument("--save-predictions", action="store_true",
+                        help="detection: also write each alpha's predictions as --eval-only "
+                        "does (instances_predictions.pth and lvis_instances_results.json in "
+                        "<output>/<dataset>/alpha_<alpha>; on LVIS v1 val several GB per alpha, "
+                        "and minutes of writing each). Default: only the sweep's table files")
     args = parser.parse_args(argv)
     try:
         check_alphas_per_pass(args.alphas_per_pass)

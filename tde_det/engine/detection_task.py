@@ -60,7 +60,8 @@ def build_test_loader(cfg: CfgNode, dataset_name: str):
 
 
 def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
-    """``LVISEvaluator`` or ``COCOEvaluator`` from the dataset's metadata ``evaluator_type``."""
+    """``LVISEvaluator`` or ``COCOEvaluator`` from the dataset's metadata ``evaluator_type``,
+    writing its files to ``output_folder`` (None: ``OUTPUT_DIR/inference``; "": no files)."""
     _prepare(cfg)
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")

@@ -180,12 +180,20 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
         rows[per_pass] = json.loads((out / "tools_lvis_val" / "alpha_sweep.json").read_text())
     assert [r["alpha"] for r in rows["2"]] == [0.0, 0.5, 1.5]
     assert rows["2"] == rows["0"] and "segm/APr" in rows["0"][0]
+    # only the table files by default; each alpha's predictions with --save-predictions
+    assert sorted(p.name for p in (out / "tools_lvis_val").iterdir()) == [
+        "alpha_sweep.csv", "alpha_sweep.json", "alpha_sweep.png"]
     # the masks of each alpha's own detections (a flag, also after the overrides): same rows
     out = tmp_path / "per_alpha_masks"
-    proc = run("--output", str(out), "OUTPUT_DIR", str(tmp_path / "o"), "--per-alpha-masks")
+    proc = run("--output", str(out), "OUTPUT_DIR", str(tmp_path / "o"), "--per-alpha-masks",
+               "--save-predictions")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distinct boxes" not in proc.stdout + proc.stderr  # no sharing to report
     assert json.loads((out / "tools_lvis_val" / "alpha_sweep.json").read_text()) == rows["0"]
+    for alpha in ("0", "0.5", "1.5"):
+        saved = out / "tools_lvis_val" / f"alpha_{alpha}"
+        assert (saved / "instances_predictions.pth").is_file()
+        assert json.loads((saved / "lvis_instances_results.json").read_text())
     bad = run("--alphas-per-pass", "-1")
     assert bad.returncode != 0 and "--alphas-per-pass must be >= 0" in bad.stderr
 
