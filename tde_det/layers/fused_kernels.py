@@ -30,8 +30,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["FusedNormalizedLogits", "HeadDirectionUpdate", "apply_head_direction_sums",
-           "foreground_sums", "self_check", "update_head_direction"]
+from .tde_math import HeadDirectionUpdate
+
+__all__ = ["FusedNormalizedLogits", "apply_head_direction_sums", "foreground_sums",
+           "self_check", "update_head_direction"]
 
 # foreground sums: tiles of BLOCK_R rows x BLOCK_D columns; the update: BLOCK columns a program
 _SUM_BLOCK_R, _SUM_BLOCK_D, _UPDATE_BLOCK = 64, 32, 256
@@ -144,9 +146,6 @@ def _pair(a_den: Tuple[float, float], a_scale: float, b_den: Tuple[float, float]
           b_scale: float) -> Tuple[float, ...]:
     return (float(a_den[0]), float(a_den[1]), float(a_scale), float(b_den[0]), float(b_den[1]),
             float(b_scale))
-
-
-HeadDirectionUpdate = Tuple[Tensor, Tensor, int, float]
 
 
 class FusedNormalizedLogits(torch.autograd.Function):

@@ -1,12 +1,13 @@
 """The moving-average head direction x_bar of Assumption 1, as an nn.Module with a buffer."""
 from numbers import Real
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .tde_math import check_num_heads, fused_kernels_for, head_norms, unit_heads
+from .tde_math import (HeadDirectionUpdate, check_num_heads, fused_kernels_for, head_norms,
+                       unit_heads)
 
 __all__ = ["HeadDirection"]
 
@@ -101,7 +102,7 @@ class HeadDirection(nn.Module):
                                       self._mu, all_reduce=pool)
 
     def kernel_update(self, features: Tensor, labels: Tensor, num_classes: int
-                      ) -> Optional[Tuple[Tensor, Tensor, int, float]]:
+                      ) -> Optional[HeadDirectionUpdate]:
         """The :meth:`update_from_labels` of these rows as ``(ema, labels, num_classes, mu)`` for
         the Triton kernels to do inside the classifier's launch (``classifier_logits(...,
         update=)``), or None where they cannot: not ``fused``, features not float32 CUDA, or a

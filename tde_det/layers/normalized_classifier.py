@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .tde_math import check_kind, check_num_heads, classifier_logits
+from .tde_math import HeadDirectionUpdate, check_kind, check_num_heads, classifier_logits
 
 __all__ = ["NormalizedClassifier"]
 
@@ -62,8 +62,7 @@ class NormalizedClassifier(nn.Module):
         dtype = torch.promote_types(torch.promote_types(x.dtype, self.weight.dtype), torch.float32)
         return x.to(dtype), self.weight.to(dtype)
 
-    def forward(self, x: Tensor, update: Optional[Tuple[Tensor, Tensor, int, float]] = None
-                ) -> Tensor:
+    def forward(self, x: Tensor, update: Optional[HeadDirectionUpdate] = None) -> Tensor:
         """[N, in_features] -> [N, num_classes] logits of eq. 7 (or of the ablation ``kind``).
 
         ``update``: a head direction's :meth:`~tde_det.layers.HeadDirection.kernel_update`,

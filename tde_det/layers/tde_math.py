@@ -23,9 +23,13 @@ __all__ = [
     "unit_heads", "normalize_features", "normalize_weights", "classifier_logits",
     "classifier_logits_and_tde_bias", "tde_bias", "tde_bias_logits", "tde_logits_and_bias",
     "tde_logits", "background_exempted_probs", "denominators", "fused_kernels_for",
+    "HeadDirectionUpdate",
 ]
 
 CLASSIFIER_KINDS = ("linear", "cosine", "capsule", "deconfound")
+
+# A head direction's update for the Triton kernels: (x_bar, labels, num_classes, mu)
+HeadDirectionUpdate = Tuple[Tensor, Tensor, int, float]
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +230,7 @@ class _NormalizedLogits(torch.autograd.Function):
 
 def classifier_logits(x: Tensor, w: Tensor, kind: str, num_heads: int, tau: float,
                       gamma: float, eps: float, fused: bool = False,
-                      update: Optional[Tuple[Tensor, Tensor, int, float]] = None) -> Tensor:
+                      update: Optional[HeadDirectionUpdate] = None) -> Tensor:
     """Eq. 7 and its ablations: z_i = (tau/K) * sum_k (w_i^k)^T x^k / N(x^k, w_i^k).
 
     deconfound (eq. 7): N = (||w_i^k|| + gamma) * ||x^k||; cosine: N = ||w_i^k|| * ||x^k||;
