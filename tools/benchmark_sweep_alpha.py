@@ -39,7 +39,11 @@ from tde_det.data.classification.synthetic import write_fashion_mnist_idx
 from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import Trainer
 from tde_det.evaluation.alpha_sweep import sweep_classification_dataset
-from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep, available_cpus
+from tde_det.evaluation.detection_alpha_sweep import (
+    DetectionAlphaSweep,
+    EvaluatorsSharingGroundTruth,
+    available_cpus,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
@@ -134,8 +138,9 @@ def detection(work: str, images: int, repeats: int, device: str, eval_workers: i
         Trainer.test(cfg, model)
 
     def sweep(workers):
-        s = DetectionAlphaSweep(model, ALPHAS, lambda a: Trainer.build_evaluator(
-            cfg, "bench_lvis_val", ""))  # no files, as sweep_alpha.py by default
+        # no files, and one parse of the json, as sweep_alpha.py by default
+        s = DetectionAlphaSweep(model, ALPHAS, EvaluatorsSharingGroundTruth(
+            lambda folder: Trainer.build_evaluator(cfg, "bench_lvis_val", folder)))
         for batch in Trainer.build_test_loader(cfg, "bench_lvis_val"):
             s.process(batch)
         s.evaluate(workers)

@@ -39,7 +39,11 @@ from tde_det.evaluation.alpha_sweep import (
     check_sweep_config,
     sweep_classification_dataset,
 )
-from tde_det.evaluation.detection_alpha_sweep import DetectionAlphaSweep, available_cpus
+from tde_det.evaluation.detection_alpha_sweep import (
+    DetectionAlphaSweep,
+    EvaluatorsSharingGroundTruth,
+    available_cpus,
+)
 
 logger = logging.getLogger("tde_det.sweep_alpha")
 DETECTION_COLUMNS = [f"{t}/{m}" for t in ("segm", "bbox") for m in ("AP", "APr", "APc", "APf")]
@@ -65,14 +69,16 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
     check_alphas_per_pass(alphas_per_pass)
     per_pass = alphas_per_pass or len(alphas)
     passes = [alphas[i:i + per_pass] for i in range(0, len(alphas), per_pass)]
+    # one parse of the dataset's json for all alphas and passes (LVIS datasets)
+    make_evaluator = EvaluatorsSharingGroundTruth(
+        lambda folder: Trainer.build_evaluator(cfg, dataset, folder),
+        lambda a: os.path.join(output, f"alpha_{a:g}") if save_predictions else "")
     rows = []
     for n, chunk in enumerate(passes, 1):
         if len(passes) > 1:
             logger.info(f"pass {n} of {len(passes)} over {dataset}: alphas "
                         f"{', '.join(f'{a:g}' for a in chunk)}")
-        sweep = DetectionAlphaSweep(model, chunk, lambda a: Trainer.build_evaluator(
-            cfg, dataset, os.path.join(output, f"alpha_{a:g}") if save_predictions else ""),
-            share_masks=share_masks)
+        sweep = DetectionAlphaSweep(model, chunk, make_evaluator, share_masks=share_masks)
         for batch in Trainer.build_test_loader(cfg, dataset):
             sweep.process(batch)
         if share_masks:

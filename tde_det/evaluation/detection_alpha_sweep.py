@@ -38,10 +38,12 @@ from detectron2.utils import comm
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEClassLogits
 
 from .alpha_sweep import LINEAR_ERROR, check_alphas
+from .lvis_records import RecordsLVISEvaluator
 from .shared_detections import MergedDetections
 from .union_masks import predict_masks
 
-__all__ = ["DetectionAlphaSweep", "available_cpus", "parallel_evaluation_workers"]
+__all__ = ["DetectionAlphaSweep", "EvaluatorsSharingGroundTruth", "available_cpus",
+           "parallel_evaluation_workers"]
 
 logger = logging.getLogger(__name__)
 # The evaluators that forked workers inherit (set only while DetectionAlphaSweep.evaluate forks).
@@ -70,6 +72,30 @@ def parallel_evaluation_workers(requested: int, num_alphas: int) -> int:
     if comm.get_world_size() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         return 1
     return min(requested, num_alphas)
+
+
+class EvaluatorsSharingGroundTruth:
+    """``alpha -> evaluator`` for :class:`DetectionAlphaSweep` that parses the dataset's json
+    once: ``build(output_folder)`` makes the first evaluator (e.g. ``lambda folder:
+    Trainer.build_evaluator(cfg, dataset_name, folder)``); if it is a
+    :class:`~tde_det.evaluation.RecordsLVISEvaluator`, every later one shares its ground truth
+    (:meth:`~tde_det.evaluation.RecordsLVISEvaluator.sharing_ground_truth`), else ``build`` is
+    called again. ``folder_of(alpha)``: each alpha's output folder ("": no files). Use one
+    for all the passes over a dataset."""
+
+    def __init__(self, build: Callable[[str], object],
+                 folder_of: Callable[[float], str] = lambda alpha: ""):
+        self._build, self._folder_of = build, folder_of
+        self._template: Optional[RecordsLVISEvaluator] = None  # holds no predictions
+
+    def __call__(self, alpha: float):
+        folder = self._folder_of(alpha)
+        if self._template is not None:
+            return self._template.sharing_ground_truth(folder)
+        evaluator = self._build(folder)
+        if isinstance(evaluator, RecordsLVISEvaluator):
+            self._template = evaluator.sharing_ground_truth("")
+        return evaluator
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from tde_det.engine import Trainer
 from tde_det.evaluation import RecordsLVISEvaluator
 from tde_det.evaluation.detection_alpha_sweep import (
     DetectionAlphaSweep,
+    EvaluatorsSharingGroundTruth,
     parallel_evaluation_workers,
 )
 
@@ -29,8 +30,10 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
     layers = model.roi_heads.mask_head.layers
     model.roi_heads.mask_head.layers = lambda x: mask_rows.append(len(x)) or layers(x)
     try:
-        sweep = DetectionAlphaSweep(model, ALPHAS, lambda a: Trainer.build_evaluator(
-            cfg, "tools_lvis_val", str(tmp_path / f"sweep_{a}")))
+        # as tools/sweep_alpha.py builds them: one parse of the json, shared
+        sweep = DetectionAlphaSweep(model, ALPHAS, EvaluatorsSharingGroundTruth(
+            lambda folder: Trainer.build_evaluator(cfg, "tools_lvis_val", folder),
+            lambda a: str(tmp_path / f"sweep_{a}")))
         for batch in Trainer.build_test_loader(cfg, "tools_lvis_val"):
             sweep.process(batch)
     finally:
@@ -44,6 +47,7 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
     # LVIS: the evaluators took json records, each distinct mask encoded once and shared
     predictions = [sweep.evaluators[a]._predictions for a in ALPHAS]
     assert all(isinstance(sweep.evaluators[a], RecordsLVISEvaluator) for a in ALPHAS)
+    assert len({id(sweep.evaluators[a]._lvis_api) for a in ALPHAS}) == 1
     shared = [{id(r["segmentation"]) for p in preds for r in p["instances"]}
               for preds in predictions]
     assert shared[0] & shared[1] and shared[1] & shared[2]

@@ -1,0 +1,122 @@
+"""RecordsLVISEvaluator: its records' cheap deep copy, and evaluators sharing one ground truth,
+give Detectron2's LVISEvaluator's results."""
+import copy
+import json
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+import torch
+from detectron2.evaluation import LVISEvaluator
+
+from tde_det.data.detection.lvis import register_lvis_dataset
+from tde_det.data.detection.synthetic import write_tiny_lvis
+from tde_det.evaluation import RecordsLVISEvaluator
+from tde_det.evaluation.detection_alpha_sweep import EvaluatorsSharingGroundTruth
+from tde_det.evaluation.lvis_records import LVISRecord
+
+NAME = "tiny_lvis_records_val"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    paths = write_tiny_lvis(str(tmp_path_factory.mktemp("records")), num_train=1, num_val=6,
+                            seed=11)
+    register_lvis_dataset(NAME, paths["val"], paths["image_root"])
+    return json.load(open(paths["val"]))
+
+
+def _records(data, seed):
+    """Per image, json records as ``instances_to_coco_json`` gives them (contiguous class ids,
+    RLE masks with str counts): each ground truth box and mask, shifted by a few pixels, plus
+    false positives with another class; random scores."""
+    rng = np.random.default_rng(seed)
+    images = {i["id"]: i for i in data["images"]}
+    contiguous = {c["id"]: k for k, c in enumerate(sorted(data["categories"],
+                                                          key=lambda c: c["id"]))}
+    per_image = {i: [] for i in images}
+    for ann in data["annotations"]:
+        img = images[ann["image_id"]]
+        for fp in (False, True):
+            dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
+            poly = [[v + (dx if k % 2 == 0 else dy) for k, v in enumerate(p)]
+                    for p in ann["segmentation"]]
+            rle = mask_utils.merge(mask_utils.frPyObjects(poly, img["height"], img["width"]))
+            rle["counts"] = rle["counts"].decode("utf-8")
+            x, y, w, h = ann["bbox"]
+            cls = contiguous[ann["category_id"]]
+            per_image[ann["image_id"]].append({
+                "image_id": ann["image_id"], "category_id": (cls + 1) % len(contiguous) if fp
+                else cls, "bbox": [x + dx, y + dy, w, h], "score": float(rng.random()),
+                "segmentation": rle})
+    return [{"image_id": i} for i in per_image], list(per_image.values())
+
+
+def test_record_deep_copy_is_one_level():
+    rle = {"size": [4, 5], "counts": "abc"}
+    r = LVISRecord(image_id=1, category_id=2, bbox=[0.0, 1.0, 2.0, 3.0], score=0.5,
+                   segmentation=rle)
+    c = copy.deepcopy([r])[0]
+    assert type(c) is dict and c == r and c is not r
+    assert c["segmentation"] is rle and c["bbox"] is r["bbox"]  # values shared
+    c.pop("bbox")
+    assert "bbox" in r  # the copy's keys are its own
+    assert json.dumps(r) == json.dumps(dict(r))
+
+
+def test_records_evaluator_and_shared_ground_truth_equal_lvis_evaluator(dataset, tmp_path):
+    inputs, records = _records(dataset, seed=0)
+    assert sum(map(len, records)) > 20
+    plain = LVISEvaluator(NAME, ("bbox", "segm"), distributed=False, output_dir="")
+    plain.reset()
+    plain._predictions = [{"image_id": i["image_id"], "instances": copy.deepcopy(r)}
+                          for i, r in zip(inputs, records)]
+    expected = plain.evaluate()
+    assert 0 < expected["segm"]["AP"] < 100 and 0 < expected["bbox"]["AP"] < 100
+
+    ours = RecordsLVISEvaluator(NAME, ("bbox", "segm"), distributed=False, output_dir="")
+    twins = [ours.sharing_ground_truth(""), ours.sharing_ground_truth(str(tmp_path / "twin"))]
+    assert all(t._lvis_api is ours._lvis_api for t in twins)  # one parse of the json
+    assert twins[1]._output_dir == str(tmp_path / "twin") and ours._output_dir == ""
+    for ev in [ours] + twins:
+        ev.reset()
+        ev.process_records(inputs, copy.deepcopy(records))
+    assert len({id(ev._predictions) for ev in [ours] + twins}) == 3
+    # one after another on the one ground truth (masks converted to RLE in place by the first)
+    assert ours.evaluate() == expected
+    assert twins[0].evaluate() == expected
+    assert twins[1].evaluate() == expected
+    # it evaluated copies: the held records are unchanged (plain dicts, contiguous class ids),
+    # so evaluating again gives the same numbers (Detectron2's evaluator maps the ids in place)
+    assert ours._predictions == [{"image_id": i["image_id"], "instances": r}
+                                 for i, r in zip(inputs, records)]
+    assert ours.evaluate() == expected
+    saved = torch.load(tmp_path / "twin" / "instances_predictions.pth", weights_only=True)
+    assert saved == ours._predictions and type(saved[0]["instances"][0]) is dict
+    written = json.load(open(tmp_path / "twin" / "lvis_instances_results.json"))
+    assert len(written) == sum(map(len, records))
+    # a second set of predictions on the same ground truth: not the first's numbers
+    other = ours.sharing_ground_truth("")
+    other.reset()
+    other.process_records(inputs, _records(dataset, seed=1)[1])
+    assert other.evaluate() != expected
+
+
+def test_evaluator_factory_parses_the_json_once(dataset):
+    built = []
+
+    def build(folder):
+        built.append(folder)
+        return RecordsLVISEvaluator(NAME, ("bbox",), distributed=False, output_dir=folder)
+
+    make = EvaluatorsSharingGroundTruth(build, lambda a: f"out/alpha_{a:g}")
+    evaluators = [make(a) for a in (0.0, 0.5, 1.5)]
+    assert built == ["out/alpha_0"]
+    assert [e._output_dir for e in evaluators] == ["out/alpha_0", "out/alpha_0.5",
+                                                   "out/alpha_1.5"]
+    assert len({id(e._lvis_api) for e in evaluators}) == 1
+    # another evaluator type (COCOEvaluator for COCO-format data): built each time
+    others = []
+    make = EvaluatorsSharingGroundTruth(lambda folder: others.append(folder) or object())
+    make(0.0), make(1.0)
+    assert others == ["", ""]
