@@ -4,6 +4,7 @@ import copy
 import json
 
 import numpy as np
+import lvis
 import pycocotools.mask as mask_utils
 import pytest
 import torch
@@ -64,7 +65,8 @@ def test_record_deep_copy_is_one_level():
     assert json.dumps(r) == json.dumps(dict(r))
 
 
-def test_records_evaluator_and_shared_ground_truth_equal_lvis_evaluator(dataset, tmp_path):
+def test_records_evaluator_and_shared_ground_truth_equal_lvis_evaluator(dataset, tmp_path,
+                                                                         monkeypatch):
     inputs, records = _records(dataset, seed=0)
     assert sum(map(len, records)) > 20
     plain = LVISEvaluator(NAME, ("bbox", "segm"), distributed=False, output_dir="")
@@ -75,6 +77,12 @@ def test_records_evaluator_and_shared_ground_truth_equal_lvis_evaluator(dataset,
     assert 0 < expected["segm"]["AP"] < 100 and 0 < expected["bbox"]["AP"] < 100
 
     ours = RecordsLVISEvaluator(NAME, ("bbox", "segm"), distributed=False, output_dir="")
+    ground_truth = ours._lvis_api
+    annotations = ground_truth.dataset["annotations"]
+    copied = []  # the annotations LVISResults deep-copies with the ground truth's dataset
+    original = lvis.LVISResults.__init__
+    monkeypatch.setattr(lvis.LVISResults, "__init__", lambda self, gt, *a, **k: copied.append(
+        len(gt.dataset["annotations"])) or original(self, gt, *a, **k))
     twins = [ours.sharing_ground_truth(""), ours.sharing_ground_truth(str(tmp_path / "twin"))]
     assert all(t._lvis_api is ours._lvis_api for t in twins)  # one parse of the json
     assert twins[1]._output_dir == str(tmp_path / "twin") and ours._output_dir == ""
@@ -91,6 +99,9 @@ def test_records_evaluator_and_shared_ground_truth_equal_lvis_evaluator(dataset,
     assert ours._predictions == [{"image_id": i["image_id"], "instances": r}
                                  for i, r in zip(inputs, records)]
     assert ours.evaluate() == expected
+    assert copied == [0] * 8  # 4 evaluations, boxes and masks: no annotation list copied
+    assert ours._lvis_api is ground_truth and ground_truth.dataset["annotations"] is annotations
+    assert len(annotations) > 0
     saved = torch.load(tmp_path / "twin" / "instances_predictions.pth", weights_only=True)
     assert saved == ours._predictions and type(saved[0]["instances"][0]) is dict
     written = json.load(open(tmp_path / "twin" / "lvis_instances_results.json"))
