@@ -24,6 +24,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
+from .json_categories import read_categories
+
 __all__ = ["INVALID_ANNOTATION_POLICIES", "MASK_FORMATS", "InvalidAnnotationError",
            "load_lvis_json_checked", "register_lvis_dataset", "register_lvis_datasets_from_config",
            "set_invalid_annotation_policy", "use_checked_loader_for_builtin_lvis"]
@@ -261,9 +263,8 @@ def register_lvis_dataset(name: str, json_file: str, image_root: str,
     """Register a user's LVIS-format dataset (json + image root) as ``name``, evaluated by
     ``LVISEvaluator``. Metadata: ``thing_classes`` (category names, sorted by id) and
     ``thing_dataset_id_to_contiguous_id`` (so the evaluator maps results back to the file's
-    ids), read from the json's categories."""
-    with PathManager.open(json_file, "r") as f:
-        categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    ids), read from the json's categories (without parsing the rest of the file)."""
+    categories = sorted(read_categories(json_file), key=lambda c: c["id"])
     id_map = {c["id"]: i for i, c in enumerate(categories)}
     DatasetCatalog.register(name, partial(load_lvis_json_checked, json_file, image_root, name,
                                           category_id_to_contiguous=id_map))
