@@ -8,7 +8,8 @@
 Per class, sorted by training frequency (paper Fig. 1b, supplement Fig. 1): training count,
 mean feature norm ||x||, mean cos(x, d_hat) with the head direction, classifier weight norm
 ||w_i||, and top-1 accuracy (classifiers) or AP (detectors: segm, else bbox) with and without
-TDE (MODEL.TDE.ALPHA; no TDE column for MODEL.TDE.CLASSIFIER linear, where TDE does not apply).
+TDE (MODEL.TDE.ALPHA; no TDE column for MODEL.TDE.CLASSIFIER linear, where TDE does not apply;
+a detector's two settings from one inference pass, the alpha sweep's).
 Classes are named from the dataset's metadata (``thing_classes``) when it has names. For a TDE
 cascade detector the features are the box-head features of the ground-truth boxes of the split,
 per cascade stage (the table shows the last stage; the CSV every stage), and the weight norms
@@ -35,13 +36,16 @@ from detectron2.data import (
 )
 from detectron2.data.detection_utils import build_augmentation
 from detectron2.engine import default_argument_parser
-from detectron2.evaluation import inference_on_dataset
 
 import tde_det  # noqa: F401  (registration)
 from tde_det.data.classification import train_class_counts
 from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.engine import Trainer, setup
 from tde_det.evaluation.alpha_sweep import collect_classification_cache
+from tde_det.evaluation.detection_alpha_sweep import (
+    DetectionAlphaSweep,
+    EvaluatorsSharingGroundTruth,
+)
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEFastRCNNOutputLayers
 from tde_det.evaluation.diagnostics import (
     lvis_per_category_ap,
@@ -100,24 +104,35 @@ def _tde_applies(classifier_kind: str) -> bool:
     return classifier_kind != "linear"
 
 
-def _lvis_results(cfg, model, dataset: str, output: str, tde: bool) -> list:
-    """Evaluate once (TDE on or off) and return the detections the evaluator wrote."""
-    for m in model.modules():
-        if isinstance(m, TDEFastRCNNOutputLayers):
-            m.test_tde = tde
-    folder = os.path.join(output, "tde" if tde else "no_tde")
-    evaluator = Trainer.build_evaluator(cfg, dataset, folder)
-    inference_on_dataset(model, Trainer.build_test_loader(cfg, dataset), evaluator)
-    with open(os.path.join(folder, "lvis_instances_results.json")) as f:
-        return json.load(f)
+def _lvis_detections(cfg, model, dataset: str, tde_alpha: Optional[float]):
+    """(ground truth, {tde: LVIS-format detections}) of the split: without TDE, and with TDE at
+    ``tde_alpha`` unless it is None. Both from one inference pass (the alpha sweep: alpha 0 is
+    TDE off) and one parse of the json; the detections are collected, not evaluated. The
+    dataset is LVIS-format, so the evaluators are ``RecordsLVISEvaluator``."""
+    make_evaluator = EvaluatorsSharingGroundTruth(
+        lambda folder: Trainer.build_evaluator(cfg, dataset, folder))
+    loader = Trainer.build_test_loader(cfg, dataset)
+    if tde_alpha is None:  # a linear classifier: no TDE term, no sweep
+        for m in model.modules():
+            if isinstance(m, TDEFastRCNNOutputLayers):
+                m.test_tde = False
+        evaluators = {False: make_evaluator(0.0)}
+        evaluators[False].reset()
+        for batch in loader:
+            evaluators[False].process(batch, model(batch))
+    else:
+        sweep = DetectionAlphaSweep(model, sorted({0.0, tde_alpha}), make_evaluator)
+        for batch in loader:
+            sweep.process(batch)
+        evaluators = {False: sweep.evaluators[0.0], True: sweep.evaluators[tde_alpha]}
+    return (evaluators[False].ground_truth,
+            {tde: e.dataset_records() for tde, e in evaluators.items()})
 
 
 @torch.no_grad()
 def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     """Per-class diagnostics of a TDE cascade detector from the box features of the split's
     ground-truth boxes, and per-category AP with and without TDE."""
-    from lvis import LVIS
-
     register_lvis_datasets_from_config(cfg)
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
@@ -153,10 +168,10 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     last = heads.box_predictor[stages - 1].cls_score
     wn = weight_norms(last.weight[:num_classes], last.num_heads)
     task = "segm" if cfg.MODEL.MASK_ON else "bbox"
-    lvis_gt = LVIS(meta.json_file)
-    settings = (False, True) if _tde_applies(last.kind) else (False,)
-    ap = {tde: lvis_per_category_ap(lvis_gt, _lvis_results(cfg, model, dataset, output, tde),
-                                    task, cfg.TEST.DETECTIONS_PER_IMAGE) for tde in settings}
+    lvis_gt, detections = _lvis_detections(
+        cfg, model, dataset, cfg.MODEL.TDE.ALPHA if _tde_applies(last.kind) else None)
+    ap = {tde: lvis_per_category_ap(lvis_gt, d, task, cfg.TEST.DETECTIONS_PER_IMAGE)
+          for tde, d in detections.items()}
     contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
     counts = np.zeros(num_classes, dtype=np.int64)
     for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0]):  # images per class, as LVIS counts

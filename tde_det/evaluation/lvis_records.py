@@ -59,7 +59,7 @@ def _without_annotation_list(ground_truth: LVIS) -> LVIS:
 
 class RecordsLVISEvaluator(LVISEvaluator):
     """``LVISEvaluator`` (the same ``process``, ``evaluate`` and results) with
-    :meth:`process_records` and :meth:`sharing_ground_truth`. It evaluates copies of its records,
+    :meth:`process_records`, :meth:`sharing_ground_truth` and :meth:`dataset_records`. It evaluates copies of its records,
     as :class:`LVISRecord`; what it holds and saves are plain dicts."""
 
     def _eval_predictions(self, predictions: List[Dict]) -> None:
@@ -86,6 +86,23 @@ class RecordsLVISEvaluator(LVISEvaluator):
         for image, image_records in zip(inputs, records):
             self._predictions.append({"image_id": image["image_id"],
                                       "instances": image_records})
+
+    @property
+    def ground_truth(self) -> LVIS:
+        """The dataset's ground truth (the LVIS API object), shared with the evaluators from
+        :meth:`sharing_ground_truth`."""
+        return self._lvis_api
+
+    def dataset_records(self) -> List[Dict]:
+        """The detections this process has processed, as LVIS-format records with the json's
+        category ids (Detectron2's convention: the metadata's
+        ``thing_dataset_id_to_contiguous_id`` inverted, or contiguous id + 1): what
+        ``evaluate`` evaluates, in new dicts."""
+        id_map = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
+        to_json = {v: k for k, v in id_map.items()} if id_map is not None else None
+        return [dict(r, category_id=to_json[r["category_id"]] if to_json is not None
+                     else r["category_id"] + 1)
+                for p in self._predictions for r in p.get("instances", [])]
 
     def sharing_ground_truth(self, output_dir: Optional[str] = None) -> "RecordsLVISEvaluator":
         """A new evaluator of the same dataset, tasks and settings, with no predictions and its

@@ -131,3 +131,27 @@ def test_evaluator_factory_parses_the_json_once(dataset):
     make = EvaluatorsSharingGroundTruth(lambda folder: others.append(folder) or object())
     make(0.0), make(1.0)
     assert others == ["", ""]
+
+
+def test_dataset_records_use_the_json_category_ids(dataset):
+    from detectron2.data import MetadataCatalog
+
+    inputs, records = _records(dataset, seed=2)
+    ev = RecordsLVISEvaluator(NAME, ("bbox",), distributed=False, output_dir="")
+    ev.reset()
+    ev.process_records(inputs, records)
+    ids = sorted(c["id"] for c in dataset["categories"])
+    got = ev.dataset_records()
+    assert [r["category_id"] for r in got] == [ids[r["category_id"]] for rs in records
+                                               for r in rs]
+    assert got[0] is not records[0][0] and ev.ground_truth is ev._lvis_api
+    # no id map in the metadata (Detectron2's builtin LVIS): contiguous id + 1
+    meta = MetadataCatalog.get(NAME)
+    MetadataCatalog.get("tiny_lvis_records_no_map").set(json_file=meta.json_file,
+                                                        evaluator_type="lvis")
+    plain_ids = RecordsLVISEvaluator("tiny_lvis_records_no_map", ("bbox",), distributed=False,
+                                     output_dir="")
+    plain_ids.reset()
+    plain_ids.process_records(inputs, records)
+    assert [r["category_id"] for r in plain_ids.dataset_records()] == [
+        r["category_id"] + 1 for rs in records for r in rs]

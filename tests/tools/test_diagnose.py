@@ -81,13 +81,22 @@ def test_per_class_diagnostics_of_a_classifier(tmp_path):
     assert len(rows) == 10 and not any("_tde_alpha_" in k for k in rows[0])
 
 
-def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path):
+def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path, monkeypatch):
     cfg, model, _, weights = tiny_detector
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.WEIGHTS, cfg.DATASETS.TEST = weights, ("tools_lvis_val",)
     cfg.OUTPUT_DIR = str(tmp_path / "eval")
+    backbone = type(model.backbone)
+    passes = []
+    original = backbone.forward
+    monkeypatch.setattr(backbone, "forward", lambda self, x: passes.append(len(x))
+                        or original(self, x))
     rows = diagnose.diagnose_detector(cfg, "tools_lvis_val", str(tmp_path / "diag"))
+    monkeypatch.undo()
+    # 4 images: one pass for the ground-truth boxes' features, one for AP with and without TDE
+    assert sum(passes) == 8
+    assert not (tmp_path / "diag" / "tde").exists()  # nothing evaluated or written per setting
     counts = [r["train_images"] for r in rows]
     assert len(rows) == 6 and counts == sorted(counts, reverse=True)
     assert all(np.isfinite(r["weight_norm"]) for r in rows)
@@ -101,6 +110,10 @@ def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path):
         p.test_tde = True
     per_class = [r["segm_AP_no_tde"] for r in rows]
     assert np.nanmean(per_class) == pytest.approx(overall, abs=1e-6)
+    with_tde = Trainer.test(cfg, model)["segm"]["AP"]  # alpha 1.5, the config's
+    assert with_tde != overall  # so the next line could fail
+    assert np.nanmean([r["segm_AP_tde_alpha_1.5"] for r in rows]) == pytest.approx(with_tde,
+                                                                                  abs=1e-6)
     header = (tmp_path / "diag" / "per_class.csv").read_text().splitlines()[0]
     assert "segm_AP_tde_alpha_1.5" in header and "cos_head_direction_stage1" in header
 
