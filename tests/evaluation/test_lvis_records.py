@@ -3,8 +3,8 @@ give Detectron2's LVISEvaluator's results."""
 import copy
 import json
 
-import numpy as np
 import lvis
+import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 import torch
