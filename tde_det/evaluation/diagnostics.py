@@ -10,6 +10,8 @@ import torch
 
 from tde_det.layers.tde_math import head_norms, split_heads, unit_heads
 
+from .lvis_records import without_annotation_list
+
 __all__ = ["lvis_per_category_ap", "per_class_accuracy", "per_class_feature_stats",
            "weight_norms"]
 
@@ -65,7 +67,9 @@ def lvis_per_category_ap(lvis_gt, results: list, iou_type: str,
         results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
     if not results:
         return {c: float("nan") for c in lvis_gt.get_cat_ids()}
-    ev = LVISEval(lvis_gt, LVISResults(lvis_gt, results, max_dets=max_dets), iou_type)
+    # LVISResults deep-copies the ground truth's dataset only to replace its annotations
+    ev = LVISEval(lvis_gt, LVISResults(without_annotation_list(lvis_gt), results,
+                                       max_dets=max_dets), iou_type)
     ev.run()
     precision = ev.eval["precision"]  # [T, R, K, A]
     out = {}

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 from detectron2.evaluation import LVISEvaluator
 from lvis import LVIS
 
-__all__ = ["LVISRecord", "RecordsLVISEvaluator"]
+__all__ = ["LVISRecord", "RecordsLVISEvaluator", "without_annotation_list"]
 
 
 class LVISRecord(dict):
@@ -47,7 +47,7 @@ class LVISRecord(dict):
         return dict(self)
 
 
-def _without_annotation_list(ground_truth: LVIS) -> LVIS:
+def without_annotation_list(ground_truth: LVIS) -> LVIS:
     """``ground_truth`` sharing its indexes (annotations by id and by image, images,
     categories), whose ``dataset`` lacks only the list of annotations. ``LVISResults``
     deep-copies the ground truth's ``dataset`` and replaces its annotations with the results;
@@ -69,7 +69,7 @@ class RecordsLVISEvaluator(LVISEvaluator):
         records = [dict(p, instances=[LVISRecord(r) for r in p["instances"]])
                    if "instances" in p else p for p in predictions]
         ground_truth = self._lvis_api
-        self._lvis_api = _without_annotation_list(ground_truth)  # what the evaluation gets
+        self._lvis_api = without_annotation_list(ground_truth)  # what the evaluation gets
         try:
             super()._eval_predictions(records)
         finally:
