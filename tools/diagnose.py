@@ -109,19 +109,18 @@ def _lvis_detections(cfg, model, dataset: str, tde_alpha: Optional[float]):
     ``tde_alpha`` unless it is None. Both from one inference pass (the alpha sweep: alpha 0 is
     TDE off) and one parse of the json; the detections are collected, not evaluated. The
     dataset is LVIS-format, so the evaluators are ``RecordsLVISEvaluator``."""
-    make_evaluator = EvaluatorsSharingGroundTruth(
-        lambda folder: Trainer.build_evaluator(cfg, dataset, folder))
     loader = Trainer.build_test_loader(cfg, dataset)
     if tde_alpha is None:  # a linear classifier: no TDE term, no sweep
         for m in model.modules():
             if isinstance(m, TDEFastRCNNOutputLayers):
                 m.test_tde = False
-        evaluators = {False: make_evaluator(0.0)}
+        evaluators = {False: Trainer.build_evaluator(cfg, dataset, "")}
         evaluators[False].reset()
         for batch in loader:
             evaluators[False].process(batch, model(batch))
     else:
-        sweep = DetectionAlphaSweep(model, sorted({0.0, tde_alpha}), make_evaluator)
+        sweep = DetectionAlphaSweep(model, sorted({0.0, tde_alpha}), EvaluatorsSharingGroundTruth(
+            lambda folder: Trainer.build_evaluator(cfg, dataset, folder)))
         for batch in loader:
             sweep.process(batch)
         evaluators = {False: sweep.evaluators[0.0], True: sweep.evaluators[tde_alpha]}

@@ -59,8 +59,9 @@ def without_annotation_list(ground_truth: LVIS) -> LVIS:
 
 class RecordsLVISEvaluator(LVISEvaluator):
     """``LVISEvaluator`` (the same ``process``, ``evaluate`` and results) with
-    :meth:`process_records`, :meth:`sharing_ground_truth` and :meth:`dataset_records`. It evaluates copies of its records,
-    as :class:`LVISRecord`; what it holds and saves are plain dicts."""
+    :meth:`process_records`, :meth:`sharing_ground_truth` and :meth:`dataset_records`. It
+    evaluates copies of its records, as :class:`LVISRecord`; what it holds and saves are plain
+    dicts."""
 
     def _eval_predictions(self, predictions: List[Dict]) -> None:
         # Detectron2 0.6's step after saving instances_predictions.pth. One level of copy per
