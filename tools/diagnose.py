@@ -169,7 +169,8 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     task = "segm" if cfg.MODEL.MASK_ON else "bbox"
     lvis_gt, detections = _lvis_detections(
         cfg, model, dataset, cfg.MODEL.TDE.ALPHA if _tde_applies(last.kind) else None)
-    ap = {tde: lvis_per_category_ap(lvis_gt, d, task, cfg.TEST.DETECTIONS_PER_IMAGE)
+    ap = {tde: lvis_per_category_ap(lvis_gt, d, task, cfg.TEST.DETECTIONS_PER_IMAGE,
+                                     cfg.TEST.FAST_LVIS_EVAL)
           for tde, d in detections.items()}
     contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
     counts = np.zeros(num_classes, dtype=np.int64)

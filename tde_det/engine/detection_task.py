@@ -70,7 +70,8 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str
     if evaluator_type == "lvis":
         # LVISEvaluator, which the alpha sweep can also give shared mask encodings
         return RecordsLVISEvaluator(dataset_name, tasks, output_dir=output_folder,
-                                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+                                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                                    fast_eval=cfg.TEST.FAST_LVIS_EVAL)
     if evaluator_type == "coco":
         # The compiled COCOeval may be missing (Detectron2 without its C++ extension).
         return COCOEvaluator(dataset_name, tasks, output_dir=output_folder,

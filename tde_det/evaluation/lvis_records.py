@@ -1,6 +1,7 @@
 """Detectron2's ``LVISEvaluator``, able to take detections already in their json form, to share
-its ground truth with other evaluators of the same dataset, and spared three copies that grow
-with the dataset.
+its ground truth with other evaluators of the same dataset, evaluating with
+:class:`~tde_det.evaluation.fast_lvis_eval.FastLVISEval` (the LVIS API's numbers, faster), and
+spared three copies that grow with the dataset.
 
 The alpha sweep scores several alphas from one inference pass; most detections recur under
 several alphas with only their score changed. Encoding each alpha's masks to RLE again (what
@@ -19,32 +20,33 @@ annotations, 1203 categories; 2-core CPU machine), Detectron2's evaluation pays:
   reads them.
 - per evaluation, a deep copy of every record, only to drop "bbox" from the copies before the
   mask AP: about 43 s at 300 detections per image (4.1-4.5 s for 600,000 records, scaled).
-  This evaluator hands the evaluation one-level copies of its records, :class:`LVISRecord`,
-  whose own deep copy is again one level deep: about 17 s (0.6 s + 1.1 s for 600,000).
+  This evaluator hands each task one-level copies of its records instead (the LVIS API writes
+  "area", "id" and a box into them; the values, masks and boxes, are shared and only read).
 - twice per evaluation (boxes, masks), ``LVISResults`` deep-copies the ground truth's whole
   ``dataset`` only to replace its annotations with the results: 8.1 s with polygons, 4.0 s once
   they are RLE. This evaluator hands the evaluation its ground truth without the list of
   annotations, which the evaluation reads through the LVIS API's indexes: 0.16 s.
 """
 import copy
+import json
+import logging
+import os
 from typing import Dict, List, Optional
 
 from detectron2.evaluation import LVISEvaluator
-from lvis import LVIS
+from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import create_small_table
+from lvis import LVIS, LVISEval, LVISResults
 
-__all__ = ["LVISRecord", "RecordsLVISEvaluator", "without_annotation_list"]
+from .fast_lvis_eval import FastLVISEval
 
+__all__ = ["LVIS_METRICS", "RecordsLVISEvaluator", "evaluate_lvis_records", "lvis_results",
+           "without_annotation_list"]
 
-class LVISRecord(dict):
-    """A detection's json record (``instances_to_coco_json``'s dict) whose deep copy copies only
-    the record: a plain ``dict`` with the same keys, sharing the values. The LVIS evaluation
-    reads the values (the RLE mask, the box) and writes only keys of its own records ("area",
-    "id", a box derived from the mask)."""
+# what Detectron2's LVISEvaluator reports per task, in this order
+LVIS_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
-    __slots__ = ()
-
-    def __deepcopy__(self, memo) -> Dict:
-        return dict(self)
+logger = logging.getLogger(__name__)
 
 
 def without_annotation_list(ground_truth: LVIS) -> LVIS:
@@ -57,24 +59,65 @@ def without_annotation_list(ground_truth: LVIS) -> LVIS:
     return view
 
 
+def lvis_results(ground_truth: LVIS, records: List[Dict], iou_type: str,
+                 max_dets: int) -> LVISResults:
+    """``LVISResults`` of one-level copies of ``records`` (json category ids), for the task
+    ``iou_type``: for "segm" without their "bbox", so that the area ranges use the mask's area
+    (as Detectron2 does). ``LVISResults`` writes "area", "id" and a box into the copies."""
+    dropped = "bbox" if iou_type == "segm" else None
+    copies = [{k: v for k, v in r.items() if k != dropped} for r in records]
+    return LVISResults(without_annotation_list(ground_truth), copies, max_dets=max_dets)
+
+
+def evaluate_lvis_records(ground_truth: LVIS, records: List[Dict], iou_type: str,
+                          max_dets: Optional[int] = None, fast: bool = True) -> Dict[str, float]:
+    """Detectron2's LVIS metrics (:data:`LVIS_METRICS`, in %) of ``records`` (LVIS-format
+    detections with the json's category ids; not modified) for the task ``iou_type`` ("bbox"
+    or "segm"), at most ``max_dets`` per image (None: LVIS's 300). ``fast``:
+    :class:`FastLVISEval`, else the LVIS API's ``LVISEval`` (the same numbers). NaN for every
+    metric when there are no records, with a warning, as Detectron2."""
+    if not records:
+        logger.warning("No predictions from the model! Every %s metric is NaN.", iou_type)
+        return {m: float("nan") for m in LVIS_METRICS}
+    max_dets = 300 if max_dets is None else max_dets
+    logger.info(f"Evaluating {iou_type} with max detections per image = {max_dets}")
+    evaluation = (FastLVISEval if fast else LVISEval)(
+        ground_truth, lvis_results(ground_truth, records, iou_type, max_dets), iou_type)
+    evaluation.run()
+    evaluation.print_results()
+    metrics = {m: float(evaluation.get_results()[m] * 100) for m in LVIS_METRICS}
+    logger.info(f"Evaluation results for {iou_type}: \n" + create_small_table(metrics))
+    return metrics
+
+
 class RecordsLVISEvaluator(LVISEvaluator):
-    """``LVISEvaluator`` (the same ``process``, ``evaluate`` and results) with
-    :meth:`process_records`, :meth:`sharing_ground_truth` and :meth:`dataset_records`. It
-    evaluates copies of its records, as :class:`LVISRecord`; what it holds and saves are plain
-    dicts."""
+    """``LVISEvaluator`` (the same ``process``, ``evaluate``, files and results) with
+    :meth:`process_records`, :meth:`sharing_ground_truth` and :meth:`dataset_records`.
+    ``fast_eval`` (config ``TEST.FAST_LVIS_EVAL``): evaluate with :class:`FastLVISEval`, else
+    with the LVIS API's ``LVISEval``. The records it holds and saves are never modified, so it
+    can evaluate them again."""
+
+    def __init__(self, *args, fast_eval: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fast_eval = fast_eval
 
     def _eval_predictions(self, predictions: List[Dict]) -> None:
-        # Detectron2 0.6's step after saving instances_predictions.pth. One level of copy per
-        # record: the evaluation writes keys ("category_id" mapped to the dataset's ids,
-        # "area", "id") into these copies, not into the held records.
-        records = [dict(p, instances=[LVISRecord(r) for r in p["instances"]])
-                   if "instances" in p else p for p in predictions]
-        ground_truth = self._lvis_api
-        self._lvis_api = without_annotation_list(ground_truth)  # what the evaluation gets
-        try:
-            super()._eval_predictions(records)
-        finally:
-            self._lvis_api = ground_truth
+        # Detectron2 0.6's step after saving instances_predictions.pth, on new records
+        self._logger.info("Preparing results in the LVIS format ...")
+        records = self._json_records(predictions)
+        tasks = self._tasks or self._tasks_from_predictions(records)
+        if self._output_dir:
+            path = os.path.join(self._output_dir, "lvis_instances_results.json")
+            self._logger.info(f"Saving results to {path}")
+            with PathManager.open(path, "w") as f:
+                f.write(json.dumps(records))
+        if not self._do_evaluation:
+            self._logger.info("Annotations are not available for evaluation.")
+            return
+        self._logger.info("Evaluating predictions ...")
+        for task in sorted(tasks):
+            self._results[task] = evaluate_lvis_records(
+                self._lvis_api, records, task, self._max_dets_per_image, self._fast_eval)
 
     def process_records(self, inputs: List[Dict], records: List[List[Dict]]) -> None:
         """As ``process(inputs, outputs)`` for outputs whose instances
@@ -94,16 +137,20 @@ class RecordsLVISEvaluator(LVISEvaluator):
         :meth:`sharing_ground_truth`."""
         return self._lvis_api
 
-    def dataset_records(self) -> List[Dict]:
-        """The detections this process has processed, as LVIS-format records with the json's
-        category ids (Detectron2's convention: the metadata's
-        ``thing_dataset_id_to_contiguous_id`` inverted, or contiguous id + 1): what
-        ``evaluate`` evaluates, in new dicts."""
+    def _json_records(self, predictions: List[Dict]) -> List[Dict]:
+        """The records of ``predictions`` in new dicts, with the json's category ids
+        (Detectron2's convention: the metadata's ``thing_dataset_id_to_contiguous_id``
+        inverted, or contiguous id + 1)."""
         id_map = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
         to_json = {v: k for k, v in id_map.items()} if id_map is not None else None
         return [dict(r, category_id=to_json[r["category_id"]] if to_json is not None
                      else r["category_id"] + 1)
-                for p in self._predictions for r in p.get("instances", [])]
+                for p in predictions for r in p.get("instances", [])]
+
+    def dataset_records(self) -> List[Dict]:
+        """The detections this process has processed, as LVIS-format records with the json's
+        category ids: what ``evaluate`` evaluates, in new dicts."""
+        return self._json_records(self._predictions)
 
     def sharing_ground_truth(self, output_dir: Optional[str] = None) -> "RecordsLVISEvaluator":
         """A new evaluator of the same dataset, tasks and settings, with no predictions and its

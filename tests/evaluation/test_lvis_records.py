@@ -14,7 +14,8 @@ from tde_det.data.detection.lvis import register_lvis_dataset
 from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.evaluation import RecordsLVISEvaluator
 from tde_det.evaluation.detection_alpha_sweep import EvaluatorsSharingGroundTruth
-from tde_det.evaluation.lvis_records import LVISRecord
+from tde_det.evaluation.fast_lvis_eval import FastLVISEval
+from tde_det.evaluation.lvis_records import LVIS_METRICS, evaluate_lvis_records, lvis_results
 
 NAME = "tiny_lvis_records_val"
 
@@ -53,30 +54,41 @@ def _records(data, seed):
     return [{"image_id": i} for i in per_image], list(per_image.values())
 
 
-def test_record_deep_copy_is_one_level():
-    rle = {"size": [4, 5], "counts": "abc"}
-    r = LVISRecord(image_id=1, category_id=2, bbox=[0.0, 1.0, 2.0, 3.0], score=0.5,
-                   segmentation=rle)
-    c = copy.deepcopy([r])[0]
-    assert type(c) is dict and c == r and c is not r
-    assert c["segmentation"] is rle and c["bbox"] is r["bbox"]  # values shared
-    c.pop("bbox")
-    assert "bbox" in r  # the copy's keys are its own
-    assert json.dumps(r) == json.dumps(dict(r))
+def test_evaluation_copies_the_records(dataset):
+    """The LVIS API writes "area", "id" (and from a mask, "bbox") into the records it gets:
+    evaluate_lvis_records hands it one-level copies, without "bbox" for the mask AP."""
+    inputs, records = _records(dataset, seed=3)
+    ev = RecordsLVISEvaluator(NAME, ("bbox", "segm"), distributed=False, output_dir="")
+    flat = RecordsLVISEvaluator._json_records(ev, [{"instances": r} for r in records])
+    before = copy.deepcopy(flat)
+    for task in ("bbox", "segm"):
+        metrics = evaluate_lvis_records(ev.ground_truth, flat, task)
+        assert list(metrics) == list(LVIS_METRICS) and 0 < metrics["AP"] < 100
+    assert flat == before
+    segm = lvis_results(ev.ground_truth, flat, "segm", 300).dataset["annotations"]
+    assert segm[0]["segmentation"] is flat[0]["segmentation"]  # the masks are shared
+    assert segm[0]["bbox"] is not flat[0]["bbox"]  # the mask's box, as without "bbox"
+    assert all(np.isnan(v) for v in evaluate_lvis_records(ev.ground_truth, [], "bbox").values())
 
 
+@pytest.mark.parametrize("fast_eval", [True, False])
 def test_records_evaluator_and_shared_ground_truth_equal_lvis_evaluator(dataset, tmp_path,
-                                                                         monkeypatch):
+                                                                         monkeypatch, fast_eval):
     inputs, records = _records(dataset, seed=0)
     assert sum(map(len, records)) > 20
-    plain = LVISEvaluator(NAME, ("bbox", "segm"), distributed=False, output_dir="")
+    plain = LVISEvaluator(NAME, ("bbox", "segm"), distributed=False,
+                          output_dir=str(tmp_path / "plain"))
     plain.reset()
     plain._predictions = [{"image_id": i["image_id"], "instances": copy.deepcopy(r)}
                           for i, r in zip(inputs, records)]
     expected = plain.evaluate()
     assert 0 < expected["segm"]["AP"] < 100 and 0 < expected["bbox"]["AP"] < 100
 
-    ours = RecordsLVISEvaluator(NAME, ("bbox", "segm"), distributed=False, output_dir="")
+    ours = RecordsLVISEvaluator(NAME, ("bbox", "segm"), distributed=False, output_dir="",
+                                fast_eval=fast_eval)
+    used = []  # the evaluation class each task ran (FastLVISEval inherits run)
+    monkeypatch.setattr(lvis.LVISEval, "run", lambda self, run=lvis.LVISEval.run: used.append(
+        type(self)) or run(self))
     ground_truth = ours._lvis_api
     annotations = ground_truth.dataset["annotations"]
     copied = []  # the annotations LVISResults deep-copies with the ground truth's dataset
@@ -100,12 +112,13 @@ def test_records_evaluator_and_shared_ground_truth_equal_lvis_evaluator(dataset,
                                  for i, r in zip(inputs, records)]
     assert ours.evaluate() == expected
     assert copied == [0] * 8  # 4 evaluations, boxes and masks: no annotation list copied
+    assert used == [FastLVISEval if fast_eval else lvis.LVISEval] * 8
     assert ours._lvis_api is ground_truth and ground_truth.dataset["annotations"] is annotations
     assert len(annotations) > 0
     saved = torch.load(tmp_path / "twin" / "instances_predictions.pth", weights_only=True)
     assert saved == ours._predictions and type(saved[0]["instances"][0]) is dict
     written = json.load(open(tmp_path / "twin" / "lvis_instances_results.json"))
-    assert len(written) == sum(map(len, records))
+    assert written == json.load(open(tmp_path / "plain" / "lvis_instances_results.json"))
     # a second set of predictions on the same ground truth: not the first's numbers
     other = ours.sharing_ground_truth("")
     other.reset()
