@@ -1,0 +1,40 @@
+"""tools/benchmark_lvis_eval.py on a few images prints its table, and the two evaluations agree
+(timings are never compared: they belong to the benchmark)."""
+import math
+import os
+import subprocess
+import sys
+
+from tools_helpers import REPO
+
+
+def test_tiny_run_prints_the_table_with_equal_precision():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_lvis_eval.py"),
+                           "--images", "6", "--detections-per-image", "40"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in proc.stdout.splitlines()
+            if ln.startswith("| bbox") or ln.startswith("| segm")]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("bbox", "LVIS API's LVISEval"), ("bbox", "FastLVISEval"),
+        ("segm", "LVIS API's LVISEval"), ("segm", "FastLVISEval")], proc.stdout
+    for r in rows:
+        assert all(math.isfinite(float(v)) and float(v) >= 0 for v in r[2:7]), r
+    assert [r[8] for r in rows] == ["", "True", "", "True"]
+    assert float(rows[1][7].rstrip("x")) > 0
+
+
+def test_synthetic_data_is_lvis_shaped():
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import benchmark_lvis_eval as bench
+    finally:
+        sys.path.pop(0)
+    dataset, detections = bench.synthetic_lvis(20, 50, masks=True)
+    assert len(dataset["categories"]) == 1203 and len(detections) == 20 * 50
+    assert {c["frequency"] for c in dataset["categories"]} == {"r", "c", "f"}
+    assert len(dataset["annotations"]) > 100
+    images = {i["id"]: i for i in dataset["images"]}
+    for ann in dataset["annotations"]:  # no ground-truth category is also negative
+        assert ann["category_id"] not in images[ann["image_id"]]["neg_category_ids"]
+    assert all(isinstance(d["segmentation"]["counts"], str) for d in detections)
