@@ -7,12 +7,10 @@ from typing import Dict
 
 import numpy as np
 import torch
-from lvis import LVISEval
 
 from tde_det.layers.tde_math import head_norms, split_heads, unit_heads
 
-from .fast_lvis_eval import FastLVISEval
-from .lvis_records import lvis_results
+from .lvis_records import run_lvis_evaluation
 
 __all__ = ["lvis_per_category_ap", "per_class_accuracy", "per_class_feature_stats",
            "weight_norms"]
@@ -67,9 +65,7 @@ def lvis_per_category_ap(lvis_gt, results: list, iou_type: str, max_dets: int = 
     the LVIS API's ``LVISEval``."""
     if not results:
         return {c: float("nan") for c in lvis_gt.get_cat_ids()}
-    ev = (FastLVISEval if fast else LVISEval)(
-        lvis_gt, lvis_results(lvis_gt, results, iou_type, max_dets), iou_type)
-    ev.run()
+    ev = run_lvis_evaluation(lvis_gt, results, iou_type, max_dets, fast)
     precision = ev.eval["precision"]  # [T, R, K, A]
     out = {}
     for k, cat_id in enumerate(ev.params.cat_ids):

@@ -164,7 +164,7 @@ class FastLVISEval(LVISEval):
         recall = -np.ones((num_thrs, num_cats, num_areas))
         dt_pointers = {k: {a: {} for a in range(num_areas)} for k in range(num_cats)}
 
-        for (k, a), per_image in sorted(self.eval_imgs.items()):
+        for (k, a), per_image in self.eval_imgs.items():
             gt_ig = np.concatenate([e["gt_ignore"] for e in per_image])
             num_gt = np.count_nonzero(gt_ig == 0)
             if num_gt == 0:

@@ -41,7 +41,7 @@ from lvis import LVIS, LVISEval, LVISResults
 from .fast_lvis_eval import FastLVISEval
 
 __all__ = ["LVIS_METRICS", "RecordsLVISEvaluator", "evaluate_lvis_records", "lvis_results",
-           "without_annotation_list"]
+           "run_lvis_evaluation", "without_annotation_list"]
 
 # what Detectron2's LVISEvaluator reports per task, in this order
 LVIS_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
@@ -69,6 +69,17 @@ def lvis_results(ground_truth: LVIS, records: List[Dict], iou_type: str,
     return LVISResults(without_annotation_list(ground_truth), copies, max_dets=max_dets)
 
 
+def run_lvis_evaluation(ground_truth: LVIS, records: List[Dict], iou_type: str, max_dets: int,
+                        fast: bool = True) -> LVISEval:
+    """The LVIS evaluation of ``records`` (non-empty; json category ids; not modified) for the
+    task ``iou_type``, run (``eval`` and ``results`` filled): :class:`FastLVISEval` if
+    ``fast``, else the LVIS API's ``LVISEval`` (the same numbers)."""
+    evaluation = (FastLVISEval if fast else LVISEval)(
+        ground_truth, lvis_results(ground_truth, records, iou_type, max_dets), iou_type)
+    evaluation.run()
+    return evaluation
+
+
 def evaluate_lvis_records(ground_truth: LVIS, records: List[Dict], iou_type: str,
                           max_dets: Optional[int] = None, fast: bool = True) -> Dict[str, float]:
     """Detectron2's LVIS metrics (:data:`LVIS_METRICS`, in %) of ``records`` (LVIS-format
@@ -81,9 +92,7 @@ def evaluate_lvis_records(ground_truth: LVIS, records: List[Dict], iou_type: str
         return {m: float("nan") for m in LVIS_METRICS}
     max_dets = 300 if max_dets is None else max_dets
     logger.info(f"Evaluating {iou_type} with max detections per image = {max_dets}")
-    evaluation = (FastLVISEval if fast else LVISEval)(
-        ground_truth, lvis_results(ground_truth, records, iou_type, max_dets), iou_type)
-    evaluation.run()
+    evaluation = run_lvis_evaluation(ground_truth, records, iou_type, max_dets, fast)
     evaluation.print_results()
     metrics = {m: float(evaluation.get_results()[m] * 100) for m in LVIS_METRICS}
     logger.info(f"Evaluation results for {iou_type}: \n" + create_small_table(metrics))
