@@ -59,8 +59,11 @@ class NormalizedClassifier(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"features must have shape [N, {self.in_features}] (in_features), "
                              f"got {tuple(x.shape)}")
-        dtype = torch.promote_types(torch.promote_types(x.dtype, self.weight.dtype), torch.float32)
-        return x.to(dtype), self.weight.to(dtype)
+        w = self.weight
+        if x.dtype == w.dtype == torch.float32:  # the usual case: nothing to convert
+            return x, w
+        dtype = torch.promote_types(torch.promote_types(x.dtype, w.dtype), torch.float32)
+        return x.to(dtype), w.to(dtype)
 
     def forward(self, x: Tensor, update: Optional[HeadDirectionUpdate] = None) -> Tensor:
         """[N, in_features] -> [N, num_classes] logits of eq. 7 (or of the ablation ``kind``).
