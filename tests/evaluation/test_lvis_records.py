@@ -71,6 +71,26 @@ def test_evaluation_copies_the_records(dataset):
     assert all(np.isnan(v) for v in evaluate_lvis_records(ev.ground_truth, [], "bbox").values())
 
 
+@pytest.mark.parametrize("max_dets", [300, 3])
+def test_mask_results_are_the_lvis_apis_of_the_records_without_box(dataset, max_dets):
+    """lvis_results for "segm" computes the masks' areas and boxes in one call each: the
+    annotations (order, ids, areas, boxes, every other field) are those LVISResults makes of
+    the records without "bbox", as Detectron2 hands them; at most max_dets per image."""
+    inputs, records = _records(dataset, seed=5)
+    ev = RecordsLVISEvaluator(NAME, ("segm",), distributed=False, output_dir="")
+    flat = RecordsLVISEvaluator._json_records(ev, [{"instances": r} for r in records])
+    ours = lvis_results(ev.ground_truth, flat, "segm", max_dets).dataset["annotations"]
+    theirs = lvis.LVISResults(ev.ground_truth, [{k: v for k, v in r.items() if k != "bbox"}
+                                                for r in copy.deepcopy(flat)],
+                              max_dets=max_dets).dataset["annotations"]
+    assert len(ours) == len(theirs) < (len(flat) if max_dets == 3 else len(flat) + 1)
+    for a, b in zip(ours, theirs):
+        assert a.keys() == b.keys()
+        assert type(a["area"]) is type(b["area"]) and a["area"] == b["area"]
+        assert a["bbox"].dtype == b["bbox"].dtype and np.array_equal(a["bbox"], b["bbox"])
+        assert all(a[k] == b[k] for k in a if k not in ("area", "bbox"))
+
+
 @pytest.mark.parametrize("fast_eval", [True, False])
 def test_records_evaluator_and_shared_ground_truth_equal_lvis_evaluator(dataset, tmp_path,
                                                                          monkeypatch, fast_eval):
