@@ -33,11 +33,11 @@ import logging
 import os
 from typing import Dict, List, Optional
 
+import pycocotools.mask as mask_utils
 from detectron2.evaluation import LVISEvaluator
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 from lvis import LVIS, LVISEval, LVISResults
-import pycocotools.mask as mask_utils
 
 from .fast_lvis_eval import FastLVISEval
 

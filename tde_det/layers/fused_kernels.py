@@ -23,6 +23,7 @@ CPU under Triton's interpreter (``TRITON_INTERPRET=1``, set before this module i
 which the tests use; :func:`tde_det.layers.tde_math.fused_kernels_for` says which applies.
 No Detectron2 imports.
 """
+import functools
 import logging
 from typing import Callable, Optional, Tuple
 
@@ -162,9 +163,10 @@ class _Launcher:
         self.cache: dict = {}
 
     def __call__(self, grid: Tuple[int, ...], *args, **constexprs) -> None:
-        driver = _driver() if _Launcher.direct else None
+        api = _launch_api() if _Launcher.direct else None
         key = None
-        if driver is not None and not _hooks_set():
+        if api is not None and not _hooks_set(api[1]):
+            driver = api[0]
             device = driver.get_current_device()
             key = (device, tuple(constexprs.items()),
                    tuple(a if type(a) is int else (a.dtype, a.data_ptr() % 128)
@@ -189,8 +191,8 @@ class _Launcher:
         or None where it lacks that API or the constexprs are not the signature's last
         parameters."""
         names = getattr(self.kernel, "arg_names", None)
-        if names is None or list(names[num_args:]) != sorted(constexprs, key=names.index) \
-                or len(names) != num_args + len(constexprs):
+        # (a launch option such as num_warps among the keywords: not a parameter, no entry)
+        if names is None or sorted(names[num_args:]) != sorted(constexprs):
             return None
         try:
             return (compiled.run, compiled.function, compiled.packed_metadata,
@@ -199,31 +201,25 @@ class _Launcher:
             return None
 
 
-_NO_DRIVER = object()
-_DRIVER = None  # Triton's active driver once looked up, or _NO_DRIVER
+@functools.lru_cache(maxsize=None)
+def _launch_api():
+    """(Triton's active driver, Triton's runtime knobs) where Triton has the API
+    :class:`_Launcher` calls (Triton 3.x with a GPU driver), else None. Looked up at the first
+    launch, not at import."""
+    try:
+        from triton import knobs
+        from triton.runtime import driver
+        active = driver.active
+        active.get_current_device, active.get_current_stream  # noqa: B018
+        return active, knobs.runtime
+    except Exception:  # noqa: BLE001 - another Triton, or no GPU driver
+        return None
 
 
-def _driver():
-    """Triton's active driver where it has the API :class:`_Launcher` calls (Triton 3.x),
-    else None. Looked up at the first launch, not at import."""
-    global _DRIVER
-    if _DRIVER is None:
-        try:
-            from triton import knobs  # noqa: F401  (where the launch hooks are)
-            from triton.runtime import driver
-            active = driver.active
-            active.get_current_device, active.get_current_stream  # noqa: B018
-            _DRIVER = active
-        except Exception:  # noqa: BLE001 - another Triton, or no GPU driver
-            _DRIVER = _NO_DRIVER
-    return None if _DRIVER is _NO_DRIVER else _DRIVER
-
-
-def _hooks_set() -> bool:
-    """Whether a launch hook is registered (a profiler): then launches go through Triton's
-    ``run``, which hands the hooks their metadata."""
-    from triton import knobs
-    hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
+def _hooks_set(runtime) -> bool:
+    """Whether a launch hook is registered in Triton's ``runtime`` knobs (a profiler): then
+    launches go through Triton's ``run``, which hands the hooks their metadata."""
+    hooks = (runtime.launch_enter_hook, runtime.launch_exit_hook)
     return any(h is not None and getattr(h, "calls", True) for h in hooks)
 
 
