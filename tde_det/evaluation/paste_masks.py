@@ -20,6 +20,7 @@ from typing import Tuple, Union
 import torch
 from detectron2.layers import paste_masks_in_image
 from detectron2.structures import BitMasks, Boxes, ROIMasks
+from detectron2.utils.memory import retry_if_cuda_oom
 from torch.nn import functional as F
 
 __all__ = ["BatchPastedROIMasks", "paste_masks_batched"]
@@ -105,7 +106,8 @@ def paste_masks_batched(masks: torch.Tensor, boxes: Union[Boxes, torch.Tensor],
 
 class BatchPastedROIMasks(ROIMasks):
     """``ROIMasks`` whose ``to_bitmasks`` (what ``detector_postprocess`` calls) pastes with
-    :func:`paste_masks_batched`: the same bitmasks, faster on the CPU."""
+    :func:`paste_masks_batched`: the same bitmasks, faster on the CPU. As Detectron2's, a
+    paste that runs out of CUDA memory is retried, then run on the CPU."""
 
     def __getitem__(self, item) -> "BatchPastedROIMasks":
         return BatchPastedROIMasks(super().__getitem__(item).tensor)
@@ -114,4 +116,5 @@ class BatchPastedROIMasks(ROIMasks):
         return BatchPastedROIMasks(self.tensor.to(device))
 
     def to_bitmasks(self, boxes: torch.Tensor, height, width, threshold=0.5) -> BitMasks:
-        return BitMasks(paste_masks_batched(self.tensor, boxes, (height, width), threshold))
+        paste = retry_if_cuda_oom(paste_masks_batched)
+        return BitMasks(paste(self.tensor, boxes, (height, width), threshold))
