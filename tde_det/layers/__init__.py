@@ -1,5 +1,5 @@
 """The TDE maths core (eq. 7, 8, 9 and Assumption 1) in pure PyTorch; no Detectron2 import."""
-from .head_direction import HeadDirection
+from .head_direction import HeadDirection, frozen_head_directions
 from .normalized_classifier import NormalizedClassifier
 from .tde_math import (
     CLASSIFIER_KINDS,
@@ -14,6 +14,7 @@ __all__ = [
     "HeadDirection",
     "NormalizedClassifier",
     "background_exempted_probs",
+    "frozen_head_directions",
     "tde_bias_logits",
     "tde_logits",
     "tde_logits_and_bias",

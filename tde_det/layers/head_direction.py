@@ -1,6 +1,7 @@
 """The moving-average head direction x_bar of Assumption 1, as an nn.Module with a buffer."""
+from contextlib import contextmanager
 from numbers import Real
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -9,7 +10,7 @@ from torch import Tensor, nn
 from .tde_math import (HeadDirectionUpdate, check_num_heads, fused_kernels_for, head_norms,
                        unit_heads)
 
-__all__ = ["HeadDirection"]
+__all__ = ["HeadDirection", "frozen_head_directions"]
 
 
 class HeadDirection(nn.Module):
@@ -23,7 +24,8 @@ class HeadDirection(nn.Module):
     same x_bar. ``update`` is then a collective: every rank must call it, kept rows or not.
     With ``fused``, :meth:`update_from_labels` runs one Triton kernel on float32 CUDA features
     (two around the all-reduce when synchronised), and :meth:`kernel_update` hands the update
-    to the classifier's kernel launch instead.
+    to the classifier's kernel launch instead. While ``frozen`` (see
+    :func:`frozen_head_directions`) no update changes x_bar; the inputs are still checked.
     """
 
     def __init__(self, dim: int, num_heads: int = 2, mu: float = 0.9, sync: bool = True,
@@ -35,6 +37,7 @@ class HeadDirection(nn.Module):
         self.mu = mu
         self.sync = bool(sync)
         self.fused = bool(fused)
+        self.frozen = False  # not saved: a state of the run, not of the model
         self.register_buffer("ema", torch.zeros(dim, dtype=torch.float32))
 
     @property
@@ -55,6 +58,8 @@ class HeadDirection(nn.Module):
         (over all ranks when synced) leaves x_bar unchanged. No host sync.
         """
         self._check_features(features)
+        if self.frozen:
+            return
         rows = features.detach()
         n = rows.shape[0]
         # Sums accumulate in float64; few kernels, since this runs in every training step.
@@ -87,6 +92,8 @@ class HeadDirection(nn.Module):
         (float32, or float16/bfloat16 converted to it), in one Triton kernel (the mask
         included) instead of eleven; two around the all-reduce when synchronised."""
         self._check_labels(features, labels)
+        if self.frozen:
+            return
         rows = features.detach()
         kernels = None
         if self.fused:
@@ -106,9 +113,11 @@ class HeadDirection(nn.Module):
         """The :meth:`update_from_labels` of these rows as ``(ema, labels, num_classes, mu)`` for
         the Triton kernels to do inside the classifier's launch (``classifier_logits(...,
         update=)``), or None where they cannot: not ``fused``, features not float32 CUDA, or a
-        synchronised x_bar (its all-reduce must come between the sums and the update). Checks
-        the shapes of what it returns as :meth:`update_from_labels`; changes nothing itself."""
-        if not self.fused or fused_kernels_for(features, self.ema) is None or self._syncing():
+        synchronised x_bar (its all-reduce must come between the sums and the update), or
+        ``frozen``. Checks the shapes of what it returns as :meth:`update_from_labels`; changes
+        nothing itself."""
+        if self.frozen or not self.fused or fused_kernels_for(features, self.ema) is None \
+                or self._syncing():
             return None  # (update_from_labels checks the shapes)
         self._check_labels(features, labels)
         return self.ema, labels.to(features.device), int(num_classes), self._mu
@@ -139,3 +148,20 @@ class HeadDirection(nn.Module):
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, mu={self.mu}, sync={self.sync}"
                 + (", fused=True" if self.fused else ""))
+
+
+@contextmanager
+def frozen_head_directions(module: nn.Module) -> Iterator[None]:
+    """Within the block, every :class:`HeadDirection` in ``module`` keeps its x_bar: forward
+    passes in training mode that are not training steps (e.g. Detectron2's PreciseBN, which
+    recomputes BatchNorm statistics) do not move Assumption 1's average. Each one's previous
+    ``frozen`` is restored after."""
+    directions = [m for m in module.modules() if isinstance(m, HeadDirection)]
+    saved = [d.frozen for d in directions]
+    for d in directions:
+        d.frozen = True
+    try:
+        yield
+    finally:
+        for d, frozen in zip(directions, saved):
+            d.frozen = frozen
