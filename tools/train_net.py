@@ -6,23 +6,29 @@ Same arguments as Detectron2's own ``tools/train_net.py``::
     python tools/train_net.py --config-file configs/lvis_cascade_tde.yaml --num-gpus 8
     python tools/train_net.py --config-file configs/lvis_cascade_tde.yaml --eval-only \
         MODEL.WEIGHTS output/model_final.pth MODEL.TDE.ALPHA 1.0
+
+``TEST.AUG.ENABLED True`` (detection) also evaluates with Detectron2's test-time augmentation
+(after training, or after the plain evaluation with ``--eval-only``), as Detectron2's does.
 """
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 
 import tde_det  # noqa: F401  (registers the heads, meta-architectures, backbones and datasets)
-from tde_det.engine import Trainer, setup
+from tde_det.engine import Trainer, check_test_time_augmentation, setup
 
 
 def main(args):
     cfg = setup(args)
+    check_test_time_augmentation(cfg)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            res.update(Trainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             from detectron2.evaluation import verify_results
 

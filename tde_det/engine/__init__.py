@@ -1,4 +1,4 @@
 from .setup import setup
-from .trainer import Trainer, task_for
+from .trainer import Trainer, check_test_time_augmentation, task_for
 
-__all__ = ["Trainer", "setup", "task_for"]
+__all__ = ["Trainer", "check_test_time_augmentation", "setup", "task_for"]

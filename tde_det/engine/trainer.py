@@ -5,16 +5,22 @@ Detection (TDE cascade ROI heads) and image classification share ``tools/train_n
 module (``detection_task``, ``classification_task``) provides the same four functions and the
 trainer asks the one that matches ``cfg.MODEL.META_ARCHITECTURE``.
 """
+import logging
+import os
+from collections import OrderedDict
 from types import ModuleType
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, HookBase, hooks
+from detectron2.modeling import GeneralizedRCNNWithTTA
 
 from tde_det.layers import frozen_head_directions
 
 from . import classification_task, detection_task
 from .head_direction_hook import HeadDirectionLogger
+
+logger = logging.getLogger(__name__)
 
 
 def task_for(cfg: CfgNode) -> ModuleType:
@@ -60,7 +66,9 @@ class Trainer(DefaultTrainer):
         a ``MODEL.TDE.LOG_PERIOD`` below 20 would lose all but one head-direction log of each 20
         iterations from ``metrics.json``: the writer then runs every ``LOG_PERIOD`` iterations
         (so does the console's line). Detectron2's ``PreciseBN`` hook becomes
-        :class:`PreciseBNKeepingHeadDirections`."""
+        :class:`PreciseBNKeepingHeadDirections`. With ``TEST.AUG.ENABLED``, the model is also
+        evaluated with test-time augmentation after training (:meth:`test_with_TTA`)."""
+        check_test_time_augmentation(self.cfg)
         ret = super().build_hooks()
         for i, h in enumerate(ret):  # Detectron2 0.6's attributes
             if type(h) is hooks.PreciseBN and not h._disabled:
@@ -75,4 +83,30 @@ class Trainer(DefaultTrainer):
         if writer_at < len(ret) and 0 < period < ret[writer_at]._period:
             # Detectron2 0.6 keeps the period and the writers in these attributes
             ret[writer_at] = hooks.PeriodicWriter(ret[writer_at]._writers, period=period)
+        if self.cfg.TEST.AUG.ENABLED:  # after training, before the writer's last write
+            extra = [*extra, hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model))]
         return ret[:writer_at] + list(extra) + ret[writer_at:]
+
+    @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model) -> Dict:
+        """Evaluate ``model`` with Detectron2's test-time augmentation (``TEST.AUG``: the
+        ``MIN_SIZES`` and, with ``FLIP``, their flips, merged by ``GeneralizedRCNNWithTTA``) on
+        every ``DATASETS.TEST``; results under the metrics' names + "_TTA", files in
+        ``OUTPUT_DIR/inference_TTA``. Detection only: a classifier has no TTA."""
+        check_test_time_augmentation(cfg)
+        logger.info("Evaluating with test-time augmentation (TEST.AUG) ...")
+        evaluators = [cls.build_evaluator(cfg, name,
+                                          os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+                      for name in cfg.DATASETS.TEST]
+        results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
+        return OrderedDict((task + "_TTA", metrics) for task, metrics in results.items())
+
+
+def check_test_time_augmentation(cfg: CfgNode) -> None:
+    """Raise a clear error for ``TEST.AUG.ENABLED`` with a classifier: Detectron2's
+    test-time augmentation merges boxes (``GeneralizedRCNNWithTTA``)."""
+    if cfg.TEST.AUG.ENABLED and task_for(cfg) is classification_task:
+        raise ValueError(
+            f"TEST.AUG.ENABLED is Detectron2's test-time augmentation of detectors "
+            f"(GeneralizedRCNNWithTTA); {cfg.MODEL.META_ARCHITECTURE} is a classifier: set "
+            f"TEST.AUG.ENABLED False")

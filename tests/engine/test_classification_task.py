@@ -55,3 +55,17 @@ def test_build_hooks_follows_the_config():
     cfg.MODEL.TDE.MU_SCHEDULE = "cosine"
     with pytest.raises(ValueError, match="MU_SCHEDULE"):
         classification_task.build_hooks(cfg, trainer)
+
+
+def test_test_time_augmentation_is_refused_for_a_classifier():
+    from tde_det.engine import check_test_time_augmentation
+
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "TDEImageClassifier"
+    check_test_time_augmentation(cfg)  # off: nothing to check
+    cfg.TEST.AUG.ENABLED = True
+    with pytest.raises(ValueError, match="TEST.AUG.ENABLED.*TDEImageClassifier is a classifier"):
+        check_test_time_augmentation(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    check_test_time_augmentation(cfg)  # detection: allowed

@@ -102,6 +102,28 @@ def test_eval_only_reports_every_lvis_metric(trained):
         assert 0 <= results[task]["AP"] <= 100 and 0 <= results[task]["APf"] <= 100
 
 
+TTA = ["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(48, 64)", "TEST.AUG.MAX_SIZE", "200"]
+
+
+def test_test_time_augmentation_in_eval_only_and_after_training(trained, tmp_path):
+    """TEST.AUG as in Detectron2's tools/train_net.py: the plain evaluation, then the one with
+    GeneralizedRCNNWithTTA over the TDE heads (its own results and files); after training, its
+    metrics reach metrics.json."""
+    paths, out, _ = trained
+    log = train_net("--eval-only", *tiny_overrides(paths, str(tmp_path / "eval")), *TTA,
+                    "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"))
+    tasks = [ln.split("copypaste: Task: ")[1] for ln in log.splitlines() if "Task: " in ln]
+    assert tasks == ["bbox", "segm", "bbox", "segm"], log[-3000:]
+    assert "Evaluating with test-time augmentation" in log
+    assert os.path.isfile(str(tmp_path / "eval" / "inference_TTA" / "e2e_lvis_val" /
+                              "lvis_instances_results.json"))
+    train_net(*tiny_overrides(paths, str(tmp_path / "train"), max_iter=2), *TTA)
+    with open(tmp_path / "train" / "metrics.json") as f:
+        last = [json.loads(line) for line in f if line.strip()][-1]
+    for task in ("bbox_TTA", "segm_TTA", "bbox", "segm"):
+        assert math.isfinite(last[f"{task}/AP"]), last
+
+
 def test_tde_off_and_alpha_zero_give_the_same_deconfound_scores(trained):
     paths, out, _ = trained
     weights = ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth")]
