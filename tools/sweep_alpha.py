@@ -137,6 +137,10 @@ def main(args) -> Dict:
     cfg = setup(args)
     alphas = check_alphas(args.alphas)
     check_sweep_config(cfg)
+    if cfg.TEST.AUG.ENABLED:
+        logger.warning("TEST.AUG.ENABLED is set: the sweep evaluates every alpha without "
+                       "test-time augmentation (as --eval-only's plain results, not its _TTA "
+                       "ones)")
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
     model.eval()
