@@ -2,19 +2,15 @@
 (timings are never compared: they belong to the benchmark)."""
 import math
 import os
-import subprocess
 import sys
 
-from tools_helpers import REPO
+from tools_helpers import REPO, run_tool, table_rows
 
 
 def test_tiny_run_prints_the_table_with_equal_precision():
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_lvis_eval.py"),
-                           "--images", "6", "--detections-per-image", "40"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_tool("benchmark_lvis_eval.py", "--images", "6", "--detections-per-image", "40")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in proc.stdout.splitlines()
-            if ln.startswith("| bbox") or ln.startswith("| segm")]
+    rows = table_rows(proc.stdout, "bbox", "segm")
     assert [(r[0], r[1]) for r in rows] == [
         ("bbox", "LVIS API's LVISEval"), ("bbox", "FastLVISEval"),
         ("segm", "LVIS API's LVISEval"), ("segm", "FastLVISEval")], proc.stdout

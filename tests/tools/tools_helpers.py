@@ -1,5 +1,8 @@
 """Helpers shared by the tool tests (imported by name: conftest modules are not importable)."""
 import os
+import subprocess
+import sys
+from typing import List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -10,3 +13,18 @@ def lvis_overrides(paths):
             "DATASETS.LVIS_CUSTOM.JSON_FILES", f"('{paths['train']}', '{paths['val']}')",
             "DATASETS.LVIS_CUSTOM.IMAGE_ROOTS", f"('{paths['image_root']}', '{paths['image_root']}')",
             "DATASETS.TRAIN", "('tools_lvis_train',)", "DATASETS.TEST", "('tools_lvis_val',)"]
+
+
+def run_tool(script: str, *args: str, env: Optional[dict] = None,
+             timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python tools/<script> *args`` from the repository root, its output captured as text;
+    ``env``: the environment (default: this one)."""
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", script), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def table_rows(text: str, *first_cells: str) -> List[List[str]]:
+    """The stripped cells of the markdown table rows in ``text`` whose first cell starts with
+    one of ``first_cells``."""
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if any(line.startswith(f"| {first}") for first in first_cells)]
