@@ -39,13 +39,10 @@ def _regions(boxes: torch.Tensor, img_h: int, img_w: int) -> torch.Tensor:
     return torch.stack([low[:, 0], low[:, 1], x1, y1], dim=1).long()
 
 
-def _paste_chunk(masks: torch.Tensor, boxes: torch.Tensor, regions: torch.Tensor,
-                 out: torch.Tensor, rows: torch.Tensor, threshold: float) -> None:
-    """Paste ``masks`` (n, M, M) into rows ``rows`` of ``out`` (N, H, W), each in its region."""
-    sizes = (regions[:, 2:] - regions[:, :2]).clamp(min=0)  # (w, h)
-    width, height = (int(v) for v in sizes.max(dim=0).values)
-    if width == 0 or height == 0:
-        return
+def _paste_chunk(masks: torch.Tensor, boxes: torch.Tensor, regions: torch.Tensor, width: int,
+                 height: int, out: torch.Tensor, rows: torch.Tensor, threshold: float) -> None:
+    """Paste ``masks`` (n, M, M) into rows ``rows`` of ``out`` (N, H, W), each in its region;
+    ``width`` x ``height`` (> 0): the largest region's extent in each direction."""
     # as Detectron2: float32 pixel centres, then the boxes' dtype
     img_x = (regions[:, :1] + torch.arange(width, device=masks.device)).float() + 0.5
     img_y = (regions[:, 1:2] + torch.arange(height, device=masks.device)).float() + 0.5
@@ -99,7 +96,9 @@ def paste_masks_batched(masks: torch.Tensor, boxes: Union[Boxes, torch.Tensor],
                 break
             end, width, height = end + 1, w, h
         rows = order[start:end]
-        _paste_chunk(masks[rows], boxes[rows], regions[rows], out, rows, threshold)
+        if width > 0 and height > 0:
+            _paste_chunk(masks[rows], boxes[rows], regions[rows], width, height, out, rows,
+                         threshold)
         start = end
     return out
 
