@@ -42,19 +42,55 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def expand_inputs(inputs: Sequence[str]) -> List[str]:
-    """Files, folders (their images, sorted) and globs -> image paths."""
+    """Files, folders (their images, sorted) and globs -> image paths, each file once (the
+    first time it is named). A folder without images or a glob that matches no file is
+    logged; a missing file is an error, and so is no image at all."""
     paths: List[str] = []
+    seen = set()
     for item in inputs:
         if os.path.isdir(item):
-            paths += sorted(os.path.join(item, f) for f in os.listdir(item)
-                            if f.lower().endswith(IMAGE_EXTENSIONS))
+            found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                logger.warning(f"--input {item}: the folder holds no image "
+                               f"({', '.join(IMAGE_EXTENSIONS)})")
         elif any(c in item for c in "*?["):
-            paths += sorted(glob.glob(item))
+            found = sorted(p for p in glob.glob(item) if not os.path.isdir(p))
+            if not found:
+                logger.warning(f"--input {item}: the pattern matches no file")
         else:
             if not os.path.exists(item):
                 raise FileNotFoundError(f"--input {item}: no such file or folder")
-            paths.append(item)
+            found = [item]
+        for path in found:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                paths.append(path)
+    if not paths:
+        raise SystemExit(f"--input {' '.join(inputs)}: no image file to draw")
     return paths
+
+
+def output_names(paths: Sequence[str], extension: str) -> List[str]:
+    """One output file name per input path: its name with ``extension``; inputs whose names
+    would collide (``a/img.jpg`` and ``b/img.jpg``, or ``img.jpg`` and ``img.png``) get
+    ``_2``, ``_3``, ... in input order, which is logged, so that no drawing overwrites
+    another."""
+    names: List[str] = []
+    taken = set()
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, n = f"{stem}.{extension}", 1
+        while name in taken:
+            n += 1
+            name = f"{stem}_{n}.{extension}"
+        if n > 1:
+            logger.warning(f"{path}: {stem}.{extension} is already the drawing of another "
+                           f"input; writing {name}")
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def set_tde(model: torch.nn.Module, on: bool) -> None:
@@ -101,11 +137,15 @@ def main(args) -> int:
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
     metadata = MetadataCatalog.get(dataset) if dataset else MetadataCatalog.get("__unused")
     if args.dataset:
-        records = DatasetCatalog.get(args.dataset)[: args.max_images]
+        records = DatasetCatalog.get(args.dataset)
     else:
         if not args.input:
             raise SystemExit("give --input images/folders/globs or --dataset NAME")
-        records = [{"file_name": p} for p in expand_inputs(args.input)][: args.max_images]
+        records = [{"file_name": p} for p in expand_inputs(args.input)]
+    if len(records) > args.max_images:
+        logger.info(f"drawing the first {args.max_images} of {len(records)} images "
+                    f"(--max-images)")
+        records = records[: args.max_images]
     if args.show_gt and not args.dataset:
         raise SystemExit("--show-gt needs --dataset (ground truth comes from a registered split)")
     predictor = DefaultPredictor(cfg)
@@ -119,7 +159,8 @@ def main(args) -> int:
                               args.compare_tde)
     os.makedirs(args.output, exist_ok=True)
     written = skipped = 0
-    for record in records:
+    names = output_names([r["file_name"] for r in records], args.format)
+    for record, name in zip(records, names):
         path = record["file_name"]
         try:
             image = utils.read_image(path, format=cfg.INPUT.FORMAT)
@@ -139,7 +180,6 @@ def main(args) -> int:
         height = max(p.shape[0] for p in panels)
         panels = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0)), constant_values=255)
                   for p in panels]
-        name = os.path.splitext(os.path.basename(path))[0] + "." + args.format
         Image.fromarray(np.concatenate(panels, axis=1)).save(os.path.join(args.output, name))
         written += 1
     print(f"wrote {written} images to {args.output}" + (f"; skipped {skipped} unreadable"
@@ -195,7 +235,13 @@ def parse_args(argv=None):
     parser.add_argument("--show-gt", action="store_true")
     parser.add_argument("--compare-tde", action="store_true")
     parser.add_argument("--format", default="png", choices=["png", "jpg"])
-    return parser.parse_args(front + rest)
+    args = parser.parse_args(front + rest)
+    if args.max_images < 1:
+        parser.error(f"--max-images must be >= 1, got {args.max_images}")
+    if not 0.0 <= args.confidence_threshold <= 1.0:  # also refuses NaN
+        parser.error(f"--confidence-threshold must be a score in [0, 1], got "
+                     f"{args.confidence_threshold}")
+    return args
 
 
 if __name__ == "__main__":

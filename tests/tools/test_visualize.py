@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tools_helpers import REPO, lvis_overrides
@@ -39,12 +40,24 @@ def test_folder_input_skips_an_unreadable_image(tiny_detector, tmp_path):
     first = sorted(os.listdir(paths["image_root"]))[0]
     Image.open(os.path.join(paths["image_root"], first)).save(folder / "good.png")
     (folder / "broken.png").write_bytes(b"not a png")
+    # Another image of the same name in another folder: drawn to good_2.png, not over good.png.
+    other = tmp_path / "other"
+    other.mkdir()
+    second = sorted(os.listdir(paths["image_root"]))[1]
+    Image.open(os.path.join(paths["image_root"], second)).save(other / "good.png")
     out = tmp_path / "vis"
-    proc = run("--input", str(folder), "--output", str(out), *lvis_overrides(paths),
-               "MODEL.WEIGHTS", weights)
+    proc = run("--input", str(folder), str(other / "good.png"), str(tmp_path / "none*.jpg"),
+               "--output", str(out), *lvis_overrides(paths), "MODEL.WEIGHTS", weights)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "skipped 1 unreadable" in proc.stdout and os.listdir(out) == ["good.png"]
-    assert "broken.png" in proc.stderr + proc.stdout
+    assert "wrote 2 images" in proc.stdout and "skipped 1 unreadable" in proc.stdout
+    assert sorted(os.listdir(out)) == ["good.png", "good_2.png"]
+    log = proc.stderr + proc.stdout
+    assert "broken.png" in log and "writing good_2.png" in log
+    assert "none*.jpg: the pattern matches no file" in log
+    # each drawing is of its own image: the panel is as large as the input
+    for name, source in (("good.png", first), ("good_2.png", second)):
+        height = Image.open(os.path.join(paths["image_root"], source)).height
+        assert Image.open(out / name).height == height
 
 
 def _tool():
@@ -92,3 +105,40 @@ def test_linear_detector_draws_without_tde_and_refuses_the_comparison(tiny_detec
     proc = run(*common, "--compare-tde")
     assert proc.returncode != 0 and "does not apply" in proc.stderr
     assert "MODEL.TDE.CLASSIFIER 'linear'" in proc.stderr
+
+
+def test_inputs_are_expanded_once_each_and_nothing_found_is_reported(tmp_path, caplog):
+    visualize = _tool()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "empty").mkdir()
+    for name in ("x.jpg", "y.PNG", "notes.txt"):
+        (tmp_path / "a" / name).write_bytes(b"")
+    a = str(tmp_path / "a")
+    with caplog.at_level("WARNING", logger="tde_det.visualize"):
+        paths = visualize.expand_inputs([a, os.path.join(a, "x.jpg"), os.path.join(a, "*.jpg"),
+                                         str(tmp_path / "empty"), str(tmp_path / "z*.jpg")])
+    assert paths == [os.path.join(a, "x.jpg"), os.path.join(a, "y.PNG")]  # x.jpg once
+    assert "empty: the folder holds no image" in caplog.text
+    assert "z*.jpg: the pattern matches no file" in caplog.text
+    with pytest.raises(SystemExit, match="no image file to draw"):
+        visualize.expand_inputs([str(tmp_path / "empty")])
+    with pytest.raises(FileNotFoundError, match="missing.jpg: no such file"):
+        visualize.expand_inputs([str(tmp_path / "missing.jpg")])
+
+
+def test_output_names_never_collide():
+    names = _tool().output_names(["a/img.jpg", "b/img.jpg", "img.png", "img_2.jpg", "c/d.jpeg"],
+                                 "png")
+    assert names == ["img.png", "img_2.png", "img_3.png", "img_2_2.png", "d.png"]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-images", "0", "--max-images must be >= 1"),
+    ("--confidence-threshold", "1.5", "--confidence-threshold must be a score in [0, 1]"),
+    ("--confidence-threshold", "nan", "--confidence-threshold must be a score in [0, 1]"),
+])
+def test_bad_options_are_refused(option, value, message, capsys):
+    with pytest.raises(SystemExit):
+        _tool().parse_args(["--config-file", "c.yaml", "--input", "x.jpg", option, value])
+    assert message in capsys.readouterr().err
