@@ -23,7 +23,7 @@ import json
 import os
 import sys
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -128,6 +128,25 @@ def _lvis_detections(cfg, model, dataset: str, tde_alpha: Optional[float]):
             {tde: e.dataset_records() for tde, e in evaluators.items()})
 
 
+def train_images_per_class(train_datasets: Sequence[str], num_classes: int) -> np.ndarray:
+    """[C] training images in which each class has an annotation (what LVIS's "image_count"
+    counts), over all the detector's training datasets (``DATASETS.TRAIN``)."""
+    if not train_datasets:
+        raise SystemExit("DATASETS.TRAIN is empty: the classes are ranked by how many training "
+                         "images have them, so the config must name its training datasets")
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for name in train_datasets:
+        for d in DatasetCatalog.get(name):
+            classes = {a["category_id"] for a in d.get("annotations", [])}
+            bad = sorted(c for c in classes if not 0 <= c < num_classes)
+            if bad:
+                raise SystemExit(f"training dataset {name!r}, image {d.get('file_name')}: "
+                                 f"class ids {bad} are not in [0, {num_classes}) "
+                                 f"(MODEL.ROI_HEADS.NUM_CLASSES {num_classes})")
+            counts[list(classes)] += 1
+    return counts
+
+
 @torch.no_grad()
 def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     """Per-class diagnostics of a TDE cascade detector from the box features of the split's
@@ -173,10 +192,7 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
                                      cfg.TEST.FAST_LVIS_EVAL)
           for tde, d in detections.items()}
     contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0]):  # images per class, as LVIS counts
-        for c in {a["category_id"] for a in d.get("annotations", [])}:
-            counts[c] += 1
+    counts = train_images_per_class(cfg.DATASETS.TRAIN, num_classes)
     alpha = f"{cfg.MODEL.TDE.ALPHA:g}"
     rows = []
     for r, c in enumerate(np.argsort(-counts, kind="stable")):

@@ -118,6 +118,30 @@ def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path, monkeypatc
     assert "segm_AP_tde_alpha_1.5" in header and "cos_head_direction_stage1" in header
 
 
+def test_training_images_per_class_count_every_training_dataset():
+    from detectron2.data import DatasetCatalog
+
+    def image(*classes):
+        return {"file_name": f"{classes}.jpg", "annotations": [{"category_id": c}
+                                                               for c in classes]}
+    DatasetCatalog.register("diag_counts_a", lambda: [image(0, 0, 2), image(2), image()])
+    DatasetCatalog.register("diag_counts_b", lambda: [image(1, 2), {"file_name": "x.jpg"}])
+    DatasetCatalog.register("diag_counts_bad", lambda: [image(1), image(0, 3)])
+    try:
+        # an image counts once per class it has, whatever its number of boxes of that class
+        assert diagnose.train_images_per_class(["diag_counts_a"], 4).tolist() == [1, 0, 2, 0]
+        assert diagnose.train_images_per_class(["diag_counts_a", "diag_counts_b"],
+                                               4).tolist() == [1, 1, 3, 0]
+        with pytest.raises(SystemExit, match=r"'diag_counts_bad', image \(0, 3\)\.jpg: class "
+                                             r"ids \[3\] are not in \[0, 3\)"):
+            diagnose.train_images_per_class(["diag_counts_bad"], 3)
+        with pytest.raises(SystemExit, match="DATASETS.TRAIN is empty"):
+            diagnose.train_images_per_class([], 3)
+    finally:
+        for name in ("diag_counts_a", "diag_counts_b", "diag_counts_bad"):
+            DatasetCatalog.remove(name)
+
+
 def test_linear_detector_has_no_tde_column(tiny_detector, tmp_path):
     cfg, _, _, weights = tiny_detector
     cfg = cfg.clone()
