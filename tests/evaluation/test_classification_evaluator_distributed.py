@@ -1,7 +1,6 @@
 """ClassificationEvaluator across two CPU processes (gloo): rank 0 gathers every image."""
 import json
 import os
-import socket
 from datetime import timedelta
 
 import pytest
@@ -16,9 +15,9 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 IMAGES = [(0, 0, 0), (0, 1, 0), (1, 1, 0), (1, 1, 1), (2, 2, 0), (2, 0, 0), (2, 2, 2)]
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, store: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                             world_size=2, timeout=timedelta(seconds=60))
     try:
         from detectron2.data import MetadataCatalog
@@ -38,14 +37,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _store(folder) -> str:
+    """A file for the processes to meet at (no TCP port that another test could take)."""
+    return os.path.join(str(folder), "rendezvous")
 
 
 def test_rank0_reports_the_whole_dataset(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(_store(tmp_path), str(tmp_path)), nprocs=2, join=True)
     rank0 = json.load(open(tmp_path / "rank0.json"))["classification"]
     assert json.load(open(tmp_path / "rank1.json")) == {}
     # With TDE: classes 1/2, 2/2, 2/3 -> top-1 5/7; many 50, medium 100, few 66.67.

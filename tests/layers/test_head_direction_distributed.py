@@ -1,6 +1,5 @@
 """HeadDirection across two CPU processes (gloo): a synced EMA pools a sum and a count."""
 import os
-import socket
 from datetime import timedelta
 
 import pytest
@@ -28,9 +27,9 @@ def make_step(rank: int, step: int):
     return feats, keep
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, store: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                             world_size=2, timeout=timedelta(seconds=30))
     try:
         synced, local = HeadDirection(DIM, mu=MUS[0]), HeadDirection(DIM, mu=MUS[0], sync=False)
@@ -45,17 +44,16 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _store(folder) -> str:
+    """A file for the processes to meet at (no TCP port that another test could take)."""
+    return os.path.join(str(folder), "rendezvous")
 
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("head_direction_ddp")
     # join=True re-raises any exception of a child, so a failing rank fails the test.
-    mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(_store(out_dir), str(out_dir)), nprocs=2, join=True)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(2)]
 
 
