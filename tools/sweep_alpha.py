@@ -27,9 +27,11 @@ from typing import Dict, List
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
 from detectron2.engine import default_argument_parser
 
 import tde_det  # noqa: F401  (registration)
+from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.engine import Trainer, setup, task_for
 from tde_det.engine import classification_task
 from tde_det.evaluation.alpha_sweep import (
@@ -39,6 +41,7 @@ from tde_det.evaluation.alpha_sweep import (
     check_sweep_config,
     sweep_classification_dataset,
 )
+from tde_det.evaluation.lvis_records import LVIS_METRICS
 from tde_det.evaluation.detection_alpha_sweep import (
     DetectionAlphaSweep,
     EvaluatorsSharingGroundTruth,
@@ -54,6 +57,34 @@ def check_alphas_per_pass(alphas_per_pass: int) -> None:
     if alphas_per_pass < 0:
         raise ValueError(f"--alphas-per-pass must be >= 0 (0: all alphas in one pass), got "
                          f"{alphas_per_pass}")
+
+
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # and "AP-<class name>"
+
+
+def check_metric(cfg, datasets: List[str], metric: str, classification: bool) -> None:
+    """Refuse, before any inference, a ``--metric`` that no row of the sweep would have (the
+    best alpha is picked after the whole pass)."""
+    if classification:
+        k = min(cfg.TEST.CLASSIFICATION.TOPK, cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES)
+        known = ["top1", f"top{k}", "many", "medium", "few"]
+        if metric not in known:
+            raise ValueError(f"--metric {metric!r} is not a column of a classifier's sweep; "
+                             f"use one of {sorted(set(known))}")
+        return
+    tasks = ("segm", "bbox") if cfg.MODEL.MASK_ON else ("bbox",)
+    task, _, name = metric.partition("/")
+    if task not in tasks:
+        raise ValueError(f"--metric {metric!r} must be <task>/<metric> with task one of {tasks} "
+                         f"(MODEL.MASK_ON {cfg.MODEL.MASK_ON}), e.g. {tasks[0]}/AP")
+    for dataset in datasets:
+        kind = MetadataCatalog.get(dataset).get("evaluator_type", None)
+        known = LVIS_METRICS if kind == "lvis" else COCO_METRICS if kind == "coco" else None
+        if known is not None and name not in known and not (kind == "coco"
+                                                            and name.startswith("AP-")):
+            raise ValueError(f"--metric {metric!r}: {name!r} is not a {kind.upper()} metric of "
+                             f"{dataset!r}; use one of {list(known)}"
+                             + (" or AP-<class name>" if kind == "coco" else ""))
 
 
 def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
@@ -141,15 +172,18 @@ def main(args) -> Dict:
         logger.warning("TEST.AUG.ENABLED is set: the sweep evaluates every alpha without "
                        "test-time augmentation (as --eval-only's plain results, not its _TTA "
                        "ones)")
-    model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
-    model.eval()
     classification = task_for(cfg) is classification_task
     datasets = [args.dataset] if args.dataset else list(cfg.DATASETS.TEST)
     if not datasets:
         raise ValueError("no dataset to sweep on: give --dataset or DATASETS.TEST")
     metric = args.metric or ("top1" if classification else "segm/AP" if cfg.MODEL.MASK_ON
                              else "bbox/AP")
+    if not classification:  # custom LVIS-format splits get their metadata
+        register_lvis_datasets_from_config(cfg)
+    check_metric(cfg, datasets, metric, classification)
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
+    model.eval()
     report = {}
     for dataset in datasets:
         output = os.path.join(args.output or os.path.join(cfg.OUTPUT_DIR, "alpha_sweep"), dataset)
@@ -257,6 +291,9 @@ def parse_args(argv=None):
         check_alphas_per_pass(args.alphas_per_pass)
     except ValueError as e:
         parser.error(str(e))
+    if args.eval_workers < 0:  # else refused only after the inference pass
+        parser.error(f"--eval-workers must be >= 0 (0: one per alpha, at most one per CPU), "
+                     f"got {args.eval_workers}")
     args.alphas = alphas
     return args
 

@@ -181,6 +181,7 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
         assert ("pass 2 of 2 over tools_lvis_val: alphas 1.5" in proc.stdout + proc.stderr) \
             == (per_pass == "2")
         assert "best alpha on tools_lvis_val by segm/AP" in proc.stdout
+        assert "Loading" in proc.stdout + proc.stderr  # the weights and the json (see below)
         rows[per_pass] = json.loads((out / "tools_lvis_val" / "alpha_sweep.json").read_text())
     assert [r["alpha"] for r in rows["2"]] == [0.0, 0.5, 1.5]
     assert rows["2"] == rows["0"] and "segm/APr" in rows["0"][0]
@@ -200,6 +201,55 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
         assert json.loads((saved / "lvis_instances_results.json").read_text())
     bad = run("--alphas-per-pass", "-1")
     assert bad.returncode != 0 and "--alphas-per-pass must be >= 0" in bad.stderr
+    # a metric no row would have is refused before the inference pass, not after it
+    bad = run("--metric", "segm/APR", "OUTPUT_DIR", str(tmp_path / "o"))
+    assert bad.returncode != 0 and "'APR' is not a LVIS metric of 'tools_lvis_val'" in bad.stderr
+    assert "Loading" not in bad.stdout + bad.stderr  # neither the weights nor the json
+
+
+def _tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_alpha_tool", os.path.join(
+        REPO, "tools", "sweep_alpha.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_metric_is_checked_against_the_columns_of_the_sweep(tiny_detector):
+    from detectron2.data import MetadataCatalog
+
+    tool = _tool()
+    cfg = tiny_detector[0].clone()
+    MetadataCatalog.get("sweep_metric_coco").set(evaluator_type="coco")
+    lvis = ["tools_lvis_val"]
+    for metric in ("segm/AP", "segm/APr", "bbox/APf"):
+        tool.check_metric(cfg, lvis, metric, classification=False)
+    tool.check_metric(cfg, ["sweep_metric_coco"], "bbox/AP-person", classification=False)
+    refused = [(lvis, "segm/APR", "'APR' is not a LVIS metric"),
+               (lvis, "mask/AP", "task one of ('segm', 'bbox')"),
+               (lvis, "AP", "must be <task>/<metric>"),
+               (["sweep_metric_coco"], "bbox/APr", "'APr' is not a COCO metric")]
+    for datasets, metric, message in refused:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            tool.check_metric(cfg, datasets, metric, classification=False)
+    cfg.defrost()
+    cfg.MODEL.MASK_ON = False
+    with pytest.raises(ValueError, match="MODEL.MASK_ON False"):
+        tool.check_metric(cfg, lvis, "segm/AP", classification=False)
+    cfg.TEST.CLASSIFICATION.TOPK, cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES = 5, 3
+    for metric in ("top1", "top3", "many", "medium", "few"):
+        tool.check_metric(cfg, ["x"], metric, classification=True)
+    for metric in ("top5", "accuracy", "segm/AP"):
+        with pytest.raises(ValueError, match="not a column of a classifier's sweep"):
+            tool.check_metric(cfg, ["x"], metric, classification=True)
+
+
+def test_negative_evaluation_workers_are_refused_when_parsing(capsys):
+    with pytest.raises(SystemExit):
+        _tool().parse_args(["--config-file", "c.yaml", "--eval-workers", "-2"])
+    assert "--eval-workers must be >= 0" in capsys.readouterr().err
 
 
 def test_other_evaluators_and_per_alpha_masks_give_the_same_detections(tiny_detector,
