@@ -22,6 +22,7 @@ def main(args):
     cfg = setup(args)
     check_test_time_augmentation(cfg)
     if args.eval_only:
+        Trainer.check_datasets(cfg, training=False)
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume

@@ -17,10 +17,11 @@ from tde_det.data.classification import (
 from tde_det.evaluation import ClassificationEvaluator
 from tde_det.layers import HeadDirection
 
+from .dataset_checks import check_registered
 from .mu_schedule_hook import MuScheduleHook
 
 __all__ = ["META_ARCHITECTURES", "build_train_loader", "build_test_loader", "build_evaluator",
-           "build_hooks"]
+           "build_hooks", "check_datasets"]
 
 META_ARCHITECTURES = frozenset({"TDEImageClassifier"})
 
@@ -35,6 +36,16 @@ def _prepare(cfg: CfgNode) -> None:
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
     register_split_file_datasets_from_config(cfg)
     set_fashion_mnist_root(cfg.DATASETS.FASHION_MNIST.ROOT)
+
+
+def check_datasets(cfg: CfgNode, training: bool = True) -> None:
+    """Before training or evaluating: every ``DATASETS.TEST`` split (and, when ``training``,
+    ``DATASETS.TRAIN`` split) is registered (a clear error now rather than at the first
+    evaluation)."""
+    _prepare(cfg)
+    if training:
+        check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+    check_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
 
 
 def build_train_loader(cfg: CfgNode):

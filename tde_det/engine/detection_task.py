@@ -12,16 +12,18 @@ from detectron2.data import (
 from detectron2.engine import HookBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.evaluation.lvis_records import RecordsLVISEvaluator
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
+from .dataset_checks import check_registered
 from .head_direction_hook import HeadDirectionLogger
 
 __all__ = ["build_train_loader", "build_test_loader", "build_evaluator", "build_hooks",
-           "check_num_classes", "untrained_frozen_backbone_warning"]
+           "check_num_classes", "check_datasets", "untrained_frozen_backbone_warning"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,39 @@ def build_test_loader(cfg: CfgNode, dataset_name: str):
     return build_detection_test_loader(cfg, dataset_name)
 
 
+EVALUATOR_TYPES = ("lvis", "coco")
+
+
+def _evaluator_type_problem(dataset_name: str) -> Optional[str]:
+    evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+    if evaluator_type in EVALUATOR_TYPES:
+        return None
+    return (f"No detection evaluator for dataset {dataset_name!r} with metadata "
+            f"evaluator_type={evaluator_type!r}; tde-det evaluates 'lvis' and 'coco' "
+            f"datasets (register LVIS-format data with DATASETS.LVIS_CUSTOM.*)")
+
+
+def check_datasets(cfg: CfgNode, training: bool = True) -> None:
+    """Before training or evaluating: every ``DATASETS.TEST`` split (and, when ``training``,
+    ``DATASETS.TRAIN`` split) is registered; every test split has
+    ``MODEL.ROI_HEADS.NUM_CLASSES`` classes, an evaluator, and its annotation file (metadata
+    ``json_file``) exists. A clear error now rather than at the first evaluation."""
+    _prepare(cfg)
+    if training:
+        check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+    check_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
+    for name in cfg.DATASETS.TEST:
+        check_num_classes(cfg, name)
+        problem = _evaluator_type_problem(name)
+        if problem:
+            raise ValueError(f"DATASETS.TEST: {problem}")
+        json_file = getattr(MetadataCatalog.get(name), "json_file", None)
+        if json_file and not PathManager.isfile(json_file):
+            raise FileNotFoundError(f"DATASETS.TEST: the annotation file of {name!r}, "
+                                    f"{json_file}, does not exist; evaluating the model "
+                                    f"needs it")
+
+
 def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
     """``LVISEvaluator`` or ``COCOEvaluator`` from the dataset's metadata ``evaluator_type``,
     writing its files to ``output_folder`` (None: ``OUTPUT_DIR/inference``; "": no files)."""
@@ -77,9 +112,7 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str
         return COCOEvaluator(dataset_name, tasks, output_dir=output_folder,
                              max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
                              use_fast_impl=False)
-    raise ValueError(f"No detection evaluator for dataset {dataset_name!r} with metadata "
-                     f"evaluator_type={evaluator_type!r}; tde-det evaluates 'lvis' and 'coco' "
-                     f"datasets (register LVIS-format data with DATASETS.LVIS_CUSTOM.*)")
+    raise ValueError(_evaluator_type_problem(dataset_name))
 
 
 def untrained_frozen_backbone_warning(cfg: CfgNode) -> Optional[str]:

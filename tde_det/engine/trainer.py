@@ -44,7 +44,19 @@ class PreciseBNKeepingHeadDirections(hooks.PreciseBN):
 
 
 class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` whose loaders, evaluators and extra hooks come from the config's task."""
+    """``DefaultTrainer`` whose loaders, evaluators and extra hooks come from the config's task.
+    Before it builds anything, the datasets are checked (the task's ``check_datasets``):
+    Detectron2 would meet the test splits only at the first evaluation."""
+
+    def __init__(self, cfg: CfgNode):
+        self.check_datasets(cfg)
+        super().__init__(cfg)
+
+    @classmethod
+    def check_datasets(cls, cfg: CfgNode, training: bool = True) -> None:
+        """The task's checks of ``DATASETS.TEST`` (and, when ``training``, ``DATASETS.TRAIN``)
+        before the model is built: ``--eval-only`` calls it with ``training=False``."""
+        task_for(cfg).check_datasets(cfg, training=training)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):

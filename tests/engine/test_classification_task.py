@@ -57,6 +57,24 @@ def test_build_hooks_follows_the_config():
         classification_task.build_hooks(cfg, trainer)
 
 
+def test_test_datasets_are_checked_before_training(tmp_path):
+    from tde_det.engine import Trainer
+
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "TDEImageClassifier"
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.DATASETS.TEST = ("cifar10_lt_r10_val", "cifar10_lt_r10_test")
+    classification_task.check_datasets(cfg)
+    cfg.DATASETS.TEST = ("cifar10_lt_r10_tset",)
+    with pytest.raises(KeyError, match="DATASETS.TEST: dataset 'cifar10_lt_r10_tset' is not "
+                                       "registered; did you mean 'cifar10_lt_r10_test'"):
+        Trainer(cfg)  # before the model and the data are built
+    cfg.DATASETS.TEST, cfg.DATASETS.TRAIN = (), ("cifar10_lt_r10_trian",)
+    with pytest.raises(KeyError, match="DATASETS.TRAIN: dataset 'cifar10_lt_r10_trian'"):
+        Trainer(cfg)
+
+
 def test_test_time_augmentation_is_refused_for_a_classifier():
     from tde_det.engine import check_test_time_augmentation
 

@@ -1,11 +1,12 @@
 """The detection task's evaluator choice, class-count check and head-direction logging hook."""
 import os
+import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -14,7 +15,7 @@ from detectron2.utils.events import EventStorage
 from tde_det import add_tde_config
 from tde_det.data.detection import register_lvis_dataset
 from tde_det.data.detection.synthetic import write_tiny_lvis
-from tde_det.engine import detection_task
+from tde_det.engine import Trainer, detection_task
 from tde_det.engine.head_direction_hook import HeadDirectionLogger
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
@@ -53,6 +54,38 @@ def test_num_classes_must_match_the_dataset(tiny, tmp_path):
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1203
     with pytest.raises(ValueError, match="NUM_CLASSES 6"):
         detection_task.check_num_classes(cfg, "tiny_lvis_task_val")
+
+
+def test_test_datasets_are_checked_before_training(tiny, tmp_path):
+    """A test split that would fail at the first evaluation fails when the Trainer is made."""
+    cfg = cfg_for(tmp_path)
+    cfg.DATASETS.TEST = ("tiny_lvis_task_val",)
+    detection_task.check_datasets(cfg)
+    cfg.DATASETS.TEST = ("tiny_lvis_task_val", "tiny_lvis_task_vall")
+    with pytest.raises(KeyError, match="DATASETS.TEST: dataset 'tiny_lvis_task_vall' is not "
+                                       "registered; did you mean 'tiny_lvis_task_val'"):
+        Trainer(cfg)  # before anything is built
+    cfg.DATASETS.TEST = ("nothing_like_it_42",)
+    with pytest.raises(KeyError, match="not registered .*DATASETS.LVIS_CUSTOM"):
+        detection_task.check_datasets(cfg)
+    cfg.DATASETS.TEST = ("tiny_lvis_task_val",)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1203
+    with pytest.raises(ValueError, match="NUM_CLASSES 6"):
+        detection_task.check_datasets(cfg)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 6
+    DatasetCatalog.register("tiny_voc_task", lambda: [])
+    MetadataCatalog.get("tiny_voc_task").set(evaluator_type="pascal_voc")
+    cfg.DATASETS.TEST = ("tiny_voc_task",)
+    with pytest.raises(ValueError, match="DATASETS.TEST: No detection evaluator .*'pascal_voc'"):
+        detection_task.check_datasets(cfg)
+    # an LVIS-format split whose json has gone (e.g. lvis_v1_val without datasets/lvis)
+    gone = tmp_path / "gone.json"
+    shutil.copy(tiny["val"], gone)
+    register_lvis_dataset("tiny_lvis_task_gone", str(gone), tiny["image_root"])
+    gone.unlink()
+    cfg.DATASETS.TEST = ("tiny_lvis_task_gone",)
+    with pytest.raises(FileNotFoundError, match=f"'tiny_lvis_task_gone', {gone}, does not exist"):
+        detection_task.check_datasets(cfg)
 
 
 def test_hook_writes_per_stage_scalars(tmp_path):

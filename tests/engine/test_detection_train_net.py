@@ -94,12 +94,29 @@ def test_eval_only_reports_every_lvis_metric(trained):
                     os.path.join(out, "model_final.pth"))
     results = lvis_results(log)
     assert set(results) == {"bbox", "segm"}, log[-3000:]
+    assert "Loading from" in log  # the checkpointer's line (see the misspelt-split test)
     for task in ("bbox", "segm"):
         assert list(results[task]) == LVIS_METRICS
         # Detectron2 0.6 reports -100 for a group without ground truth (LVIS's -1, x 100).
         assert all(math.isfinite(v) and (0 <= v <= 100 or v == -100)
                    for v in results[task].values()), results
         assert 0 <= results[task]["AP"] <= 100 and 0 <= results[task]["APf"] <= 100
+
+
+def test_eval_only_refuses_a_misspelt_test_split_before_loading_anything(trained, tmp_path):
+    paths, out, _ = trained
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+                           "--config-file", CONFIG, "--eval-only",
+                           *tiny_overrides(paths, str(tmp_path / "eval")), "DATASETS.TEST",
+                           "('e2e_lvis_vall',)", "MODEL.WEIGHTS",
+                           os.path.join(out, "model_final.pth")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "DATASETS.TEST: dataset 'e2e_lvis_vall' is not registered; did you mean " \
+           "'e2e_lvis_val'" in log
+    assert "Loading from" not in log  # the checkpointer's line: no weights were loaded
 
 
 TTA = ["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(48, 64)", "TEST.AUG.MAX_SIZE", "200"]

@@ -1,0 +1,25 @@
+"""Checks, before training starts, of the datasets a config names.
+
+Detectron2 loads ``DATASETS.TRAIN`` when training starts, but ``DATASETS.TEST`` only when it
+first evaluates: every ``TEST.EVAL_PERIOD`` iterations, and after the last one. A misspelt test
+split, a missing annotation file or a test split with other classes then stops the run after
+hours of training. These checks read only the catalogues and the metadata (no dataset is loaded).
+"""
+import difflib
+from typing import Sequence
+
+from detectron2.data import DatasetCatalog
+
+__all__ = ["check_registered"]
+
+
+def check_registered(names: Sequence[str], key: str) -> None:
+    """Raise ``KeyError`` naming the config ``key`` and the closest registered names for every
+    one of ``names`` that is not a registered dataset."""
+    registered = DatasetCatalog.list()
+    for name in names:
+        if name not in registered:
+            close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
+                " (tde-det registers LVIS-format data named in DATASETS.LVIS_CUSTOM.*)"
+            raise KeyError(f"{key}: dataset {name!r} is not registered{hint}")
