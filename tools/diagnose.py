@@ -152,6 +152,7 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     """Per-class diagnostics of a TDE cascade detector from the box features of the split's
     ground-truth boxes, and per-category AP with and without TDE."""
     register_lvis_datasets_from_config(cfg)
+    counts = train_images_per_class(cfg.DATASETS.TRAIN, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
@@ -192,7 +193,6 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
                                      cfg.TEST.FAST_LVIS_EVAL)
           for tde, d in detections.items()}
     contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
-    counts = train_images_per_class(cfg.DATASETS.TRAIN, num_classes)
     alpha = f"{cfg.MODEL.TDE.ALPHA:g}"
     rows = []
     for r, c in enumerate(np.argsort(-counts, kind="stable")):
@@ -290,6 +290,8 @@ def main(argv=None):
         if not dataset:
             raise SystemExit("give --dataset or DATASETS.TEST")
         detector = cfg.MODEL.META_ARCHITECTURE != "TDEImageClassifier"
+        # before the model is built: a detector's classes are ranked over DATASETS.TRAIN
+        Trainer.check_datasets(cfg, training=detector, test=[dataset])
         rows = (diagnose_detector if detector else diagnose_classifier)(cfg, dataset, own.output)
         plain = [k for k in rows[0] if k.endswith("_no_tde")][0]
         tde_key = next((k for k in rows[0] if "_tde_alpha_" in k), None)

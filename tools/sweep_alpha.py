@@ -31,7 +31,6 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import default_argument_parser
 
 import tde_det  # noqa: F401  (registration)
-from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.engine import Trainer, setup, task_for
 from tde_det.engine import classification_task
 from tde_det.evaluation.alpha_sweep import (
@@ -178,8 +177,8 @@ def main(args) -> Dict:
         raise ValueError("no dataset to sweep on: give --dataset or DATASETS.TEST")
     metric = args.metric or ("top1" if classification else "segm/AP" if cfg.MODEL.MASK_ON
                              else "bbox/AP")
-    if not classification:  # custom LVIS-format splits get their metadata
-        register_lvis_datasets_from_config(cfg)
+    # also registers the config's own datasets
+    Trainer.check_datasets(cfg, training=False, test=[args.dataset] if args.dataset else None)
     check_metric(cfg, datasets, metric, classification)
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)

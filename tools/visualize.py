@@ -34,6 +34,7 @@ from PIL import Image
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
 from tde_det.engine import setup
+from tde_det.engine.dataset_checks import check_registered
 from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
@@ -131,6 +132,8 @@ def draw(image_rgb: np.ndarray, metadata, instances=None, record=None, threshold
 def main(args) -> int:
     cfg = setup(args)
     register_lvis_datasets_from_config(cfg)
+    if args.dataset:
+        check_registered([args.dataset], "--dataset")
     if cfg.MODEL.META_ARCHITECTURE == "TDEImageClassifier":
         raise SystemExit("tools/visualize.py draws detections; for a classifier use "
                          "tools/diagnose.py (per-class accuracy with and without TDE)")

@@ -1,7 +1,7 @@
 """Loaders, evaluators and hooks of the image-classification task (ImageNet-LT, CIFAR-LT)."""
 import logging
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.engine import HookBase
@@ -38,14 +38,18 @@ def _prepare(cfg: CfgNode) -> None:
     set_fashion_mnist_root(cfg.DATASETS.FASHION_MNIST.ROOT)
 
 
-def check_datasets(cfg: CfgNode, training: bool = True) -> None:
+def check_datasets(cfg: CfgNode, training: bool = True,
+                   test: Optional[Sequence[str]] = None) -> None:
     """Before training or evaluating: every ``DATASETS.TEST`` split (and, when ``training``,
     ``DATASETS.TRAIN`` split) is registered (a clear error now rather than at the first
-    evaluation)."""
+    evaluation). ``test``: the splits of a tool's ``--dataset``, checked instead of
+    ``DATASETS.TEST``."""
     _prepare(cfg)
     if training:
         check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
-    check_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
+    key = "DATASETS.TEST" if test is None else "--dataset"
+    test = cfg.DATASETS.TEST if test is None else test
+    check_registered(test, key)
 
 
 def build_train_loader(cfg: CfgNode):

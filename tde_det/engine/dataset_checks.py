@@ -22,4 +22,4 @@ def check_registered(names: Sequence[str], key: str) -> None:
             close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
                 " (tde-det registers LVIS-format data named in DATASETS.LVIS_CUSTOM.*)"
-            raise KeyError(f"{key}: dataset {name!r} is not registered{hint}")
+            raise KeyError(f"{key}: {name!r} is not a registered dataset{hint}")

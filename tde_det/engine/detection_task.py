@@ -1,7 +1,7 @@
 """Loaders, evaluators and hooks of the detection task (TDE cascade ROI heads on LVIS)."""
 import logging
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.data import (
@@ -73,23 +73,27 @@ def _evaluator_type_problem(dataset_name: str) -> Optional[str]:
             f"datasets (register LVIS-format data with DATASETS.LVIS_CUSTOM.*)")
 
 
-def check_datasets(cfg: CfgNode, training: bool = True) -> None:
+def check_datasets(cfg: CfgNode, training: bool = True,
+                   test: Optional[Sequence[str]] = None) -> None:
     """Before training or evaluating: every ``DATASETS.TEST`` split (and, when ``training``,
     ``DATASETS.TRAIN`` split) is registered; every test split has
     ``MODEL.ROI_HEADS.NUM_CLASSES`` classes, an evaluator, and its annotation file (metadata
-    ``json_file``) exists. A clear error now rather than at the first evaluation."""
+    ``json_file``) exists. A clear error now rather than at the first evaluation. ``test``:
+    the splits of a tool's ``--dataset``, checked instead of ``DATASETS.TEST``."""
     _prepare(cfg)
     if training:
         check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
-    check_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
-    for name in cfg.DATASETS.TEST:
+    key = "DATASETS.TEST" if test is None else "--dataset"
+    test = cfg.DATASETS.TEST if test is None else test
+    check_registered(test, key)
+    for name in test:
         check_num_classes(cfg, name)
         problem = _evaluator_type_problem(name)
         if problem:
-            raise ValueError(f"DATASETS.TEST: {problem}")
+            raise ValueError(f"{key}: {problem}")
         json_file = getattr(MetadataCatalog.get(name), "json_file", None)
         if json_file and not PathManager.isfile(json_file):
-            raise FileNotFoundError(f"DATASETS.TEST: the annotation file of {name!r}, "
+            raise FileNotFoundError(f"{key}: the annotation file of {name!r}, "
                                     f"{json_file}, does not exist; evaluating the model "
                                     f"needs it")
 

@@ -9,7 +9,7 @@ import logging
 import os
 from collections import OrderedDict
 from types import ModuleType
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, HookBase, hooks
@@ -53,10 +53,12 @@ class Trainer(DefaultTrainer):
         super().__init__(cfg)
 
     @classmethod
-    def check_datasets(cls, cfg: CfgNode, training: bool = True) -> None:
-        """The task's checks of ``DATASETS.TEST`` (and, when ``training``, ``DATASETS.TRAIN``)
-        before the model is built: ``--eval-only`` calls it with ``training=False``."""
-        task_for(cfg).check_datasets(cfg, training=training)
+    def check_datasets(cls, cfg: CfgNode, training: bool = True,
+                       test: Optional[Sequence[str]] = None) -> None:
+        """The task's checks of ``DATASETS.TEST`` (or of the splits ``test``) and, when
+        ``training``, of ``DATASETS.TRAIN``, before the model is built: ``--eval-only`` and
+        the tools call it with ``training=False``."""
+        task_for(cfg).check_datasets(cfg, training=training, test=test)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):

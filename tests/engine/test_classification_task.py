@@ -67,11 +67,11 @@ def test_test_datasets_are_checked_before_training(tmp_path):
     cfg.DATASETS.TEST = ("cifar10_lt_r10_val", "cifar10_lt_r10_test")
     classification_task.check_datasets(cfg)
     cfg.DATASETS.TEST = ("cifar10_lt_r10_tset",)
-    with pytest.raises(KeyError, match="DATASETS.TEST: dataset 'cifar10_lt_r10_tset' is not "
-                                       "registered; did you mean 'cifar10_lt_r10_test'"):
+    with pytest.raises(KeyError, match="DATASETS.TEST: 'cifar10_lt_r10_tset' is not a "
+                                       "registered dataset; did you mean 'cifar10_lt_r10_test'"):
         Trainer(cfg)  # before the model and the data are built
     cfg.DATASETS.TEST, cfg.DATASETS.TRAIN = (), ("cifar10_lt_r10_trian",)
-    with pytest.raises(KeyError, match="DATASETS.TRAIN: dataset 'cifar10_lt_r10_trian'"):
+    with pytest.raises(KeyError, match="DATASETS.TRAIN: 'cifar10_lt_r10_trian' is not a"):
         Trainer(cfg)
 
 

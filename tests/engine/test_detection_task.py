@@ -62,11 +62,11 @@ def test_test_datasets_are_checked_before_training(tiny, tmp_path):
     cfg.DATASETS.TEST = ("tiny_lvis_task_val",)
     detection_task.check_datasets(cfg)
     cfg.DATASETS.TEST = ("tiny_lvis_task_val", "tiny_lvis_task_vall")
-    with pytest.raises(KeyError, match="DATASETS.TEST: dataset 'tiny_lvis_task_vall' is not "
-                                       "registered; did you mean 'tiny_lvis_task_val'"):
+    with pytest.raises(KeyError, match="DATASETS.TEST: 'tiny_lvis_task_vall' is not a "
+                                       "registered dataset; did you mean 'tiny_lvis_task_val'"):
         Trainer(cfg)  # before anything is built
     cfg.DATASETS.TEST = ("nothing_like_it_42",)
-    with pytest.raises(KeyError, match="not registered .*DATASETS.LVIS_CUSTOM"):
+    with pytest.raises(KeyError, match="not a registered dataset .*DATASETS.LVIS_CUSTOM"):
         detection_task.check_datasets(cfg)
     cfg.DATASETS.TEST = ("tiny_lvis_task_val",)
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1203

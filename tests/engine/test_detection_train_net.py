@@ -114,7 +114,7 @@ def test_eval_only_refuses_a_misspelt_test_split_before_loading_anything(trained
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "DATASETS.TEST: dataset 'e2e_lvis_vall' is not registered; did you mean " \
+    assert "DATASETS.TEST: 'e2e_lvis_vall' is not a registered dataset; did you mean " \
            "'e2e_lvis_val'" in log
     assert "Loading from" not in log  # the checkpointer's line: no weights were loaded
 

@@ -205,6 +205,10 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
     bad = run("--metric", "segm/APR", "OUTPUT_DIR", str(tmp_path / "o"))
     assert bad.returncode != 0 and "'APR' is not a LVIS metric of 'tools_lvis_val'" in bad.stderr
     assert "Loading" not in bad.stdout + bad.stderr  # neither the weights nor the json
+    bad = run("--dataset", "tools_lvis_vall", "OUTPUT_DIR", str(tmp_path / "o"))
+    assert bad.returncode != 0 and "--dataset: 'tools_lvis_vall' is not a registered dataset; " \
+        "did you mean 'tools_lvis_val'" in bad.stderr
+    assert "Loading" not in bad.stdout + bad.stderr
 
 
 def _tool():

@@ -142,3 +142,12 @@ def test_bad_options_are_refused(option, value, message, capsys):
     with pytest.raises(SystemExit):
         _tool().parse_args(["--config-file", "c.yaml", "--input", "x.jpg", option, value])
     assert message in capsys.readouterr().err
+
+
+def test_a_misspelt_dataset_is_named(tiny_detector, tmp_path):
+    _, _, paths, weights = tiny_detector
+    proc = run("--dataset", "tools_lvis_vall", "--output", str(tmp_path / "vis"),
+               *lvis_overrides(paths), "MODEL.WEIGHTS", weights)
+    assert proc.returncode != 0
+    assert "--dataset: 'tools_lvis_vall' is not a registered dataset; did you mean " \
+           "'tools_lvis_val'" in proc.stderr
