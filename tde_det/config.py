@@ -76,7 +76,9 @@ def _add_detection_config(cfg: CN) -> None:
     # MODEL.MASK_ON: a missing or empty segmentation, a < 3-point polygon, an RLE mask with
     # INPUT.MASK_FORMAT "polygon" or, with "bitmask", an RLE without "size"/"counts") and images
     # whose file is missing: "error" stops with an error naming the image and annotation before
-    # training starts; "skip" drops them and logs a count.
+    # training starts; "skip" drops them and logs a count. An image file that cannot be read
+    # (corrupt, truncated) is met when it is first drawn: "error" stops naming it; "skip" logs
+    # it and trains on other images (evaluation never skips an image).
     cfg.DATASETS.INVALID_ANNOTATIONS = "error"
     # Check that every image file exists when the dataset is loaded (one stat per image).
     cfg.DATASETS.CHECK_IMAGE_FILES = True

@@ -9,13 +9,19 @@ from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
+from detectron2.data.build import _train_loader_from_config
+from detectron2.data.common import DatasetFromList
 from detectron2.engine import HookBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
-from tde_det.data.detection import register_lvis_datasets_from_config
+from tde_det.data.detection import (
+    CheckedDatasetMapper,
+    MapSkippingUnreadable,
+    register_lvis_datasets_from_config,
+)
 from tde_det.evaluation.lvis_records import RecordsLVISEvaluator
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
@@ -48,17 +54,28 @@ def check_num_classes(cfg: CfgNode, dataset_name: str) -> None:
 
 def build_train_loader(cfg: CfgNode):
     """Detectron2's train loader (DATALOADER.SAMPLER_TRAIN "RepeatFactorTrainingSampler" with
-    DATALOADER.REPEAT_THRESHOLD gives LVIS's repeat-factor sampling)."""
+    DATALOADER.REPEAT_THRESHOLD gives LVIS's repeat-factor sampling). An image that cannot be
+    read is an error naming it, or with DATASETS.INVALID_ANNOTATIONS skip a logged skip
+    (:class:`~tde_det.data.detection.CheckedDatasetMapper`)."""
     _prepare(cfg)
     for name in cfg.DATASETS.TRAIN:
         check_num_classes(cfg, name)
-    return build_detection_train_loader(cfg)
+    # Detectron2's loader from its own reading of the config, the images mapped by
+    # MapSkippingUnreadable (the dicts kept serialised, as Detectron2 keeps them)
+    kwargs = _train_loader_from_config(cfg, CheckedDatasetMapper(cfg, True))
+    dataset = kwargs.pop("dataset")
+    if isinstance(dataset, list):
+        dataset = DatasetFromList(dataset, copy=False)
+    return build_detection_train_loader(
+        dataset=MapSkippingUnreadable(dataset, kwargs.pop("mapper")), mapper=None, **kwargs)
 
 
 def build_test_loader(cfg: CfgNode, dataset_name: str):
+    """Detectron2's test loader; an image that cannot be read is an error naming it."""
     _prepare(cfg)
     check_num_classes(cfg, dataset_name)
-    return build_detection_test_loader(cfg, dataset_name)
+    return build_detection_test_loader(cfg, dataset_name,
+                                       mapper=CheckedDatasetMapper(cfg, False))
 
 
 EVALUATOR_TYPES = ("lvis", "coco")

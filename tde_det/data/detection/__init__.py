@@ -1,5 +1,6 @@
 """Detection data: LVIS v0.5 / v1.0 (Detectron2's built-in names under ``$DETECTRON2_DATASETS``)
 and users' own LVIS-format datasets, loaded with annotation checks (see :mod:`.lvis`)."""
+from .mapper import CheckedDatasetMapper, MapSkippingUnreadable
 from .lvis import (
     INVALID_ANNOTATION_POLICIES,
     InvalidAnnotationError,

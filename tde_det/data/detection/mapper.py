@@ -1,0 +1,97 @@
+"""Detectron2's ``DatasetMapper``, naming an image it cannot read, or skipping it in training.
+
+Detectron2's mapper reads the image inside a data-loader worker. A corrupt or truncated file
+then stops training with PIL's message, which for a truncated JPEG does not say which file it
+is. The loaders of the detection task use :class:`CheckedDatasetMapper` instead, and in training
+:class:`MapSkippingUnreadable`, which maps another image where the mapper skipped one
+(Detectron2 0.6's ``MapDataset`` would, but its retry calls ``random.sample`` on a set, which
+Python 3.11 refuses).
+"""
+import logging
+import random
+from typing import Callable, Dict, Optional, Set
+
+import torch
+
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+
+__all__ = ["CheckedDatasetMapper", "MapSkippingUnreadable"]
+
+logger = logging.getLogger(__name__)
+
+
+def _read_problem(file_name: str, image_format: str) -> Optional[str]:
+    """Why the image cannot be read (Detectron2's ``read_image``), or None if it can."""
+    try:
+        utils.read_image(file_name, format=image_format)
+    except Exception as e:  # PIL, OSError, ...: any of them means the image is unusable
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+class CheckedDatasetMapper(DatasetMapper):
+    """``DatasetMapper`` (the same output) that, when mapping fails because the image cannot be
+    read, either raises ``OSError`` naming the file, or -- in training, with ``skip_unreadable``
+    (``DATASETS.INVALID_ANNOTATIONS skip``) -- logs the file (once per process) and returns
+    None (:class:`MapSkippingUnreadable` then maps another image). Evaluation never skips: an
+    image left out would change the metrics. Any other error is raised unchanged."""
+
+    @configurable
+    def __init__(self, is_train: bool, *, skip_unreadable: bool = False, **kwargs):
+        super().__init__(is_train, **kwargs)
+        self.skip_unreadable = bool(skip_unreadable) and is_train
+        self._skipped: Set[str] = set()
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        ret["skip_unreadable"] = cfg.DATASETS.INVALID_ANNOTATIONS == "skip"
+        return ret
+
+    def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
+        file_name = dataset_dict.get("file_name")
+        if file_name in self._skipped:
+            return None
+        try:
+            return super().__call__(dataset_dict)
+        except Exception as e:
+            problem = _read_problem(file_name, self.image_format) if file_name else None
+            if problem is None:  # not the image: a real error
+                raise
+            if self.skip_unreadable:
+                self._skipped.add(file_name)
+                logger.warning(f"skipping training image {file_name}: it cannot be read "
+                               f"({problem}); it is left out whenever it is drawn "
+                               f"(DATASETS.INVALID_ANNOTATIONS skip)")
+                return None
+            hint = (" Set DATASETS.INVALID_ANNOTATIONS skip to train without it."
+                    if self.is_train else "")
+            raise OSError(f"cannot read image {file_name}: {problem}.{hint}") from e
+
+
+class MapSkippingUnreadable(torch.utils.data.Dataset):
+    """``dataset`` (a map-style dataset of Detectron2 dicts) mapped by ``mapper``; where the
+    mapper returns None (an image :class:`CheckedDatasetMapper` skipped), another index drawn
+    at random is mapped instead. ``RuntimeError`` once every image has been skipped."""
+
+    def __init__(self, dataset, mapper: Callable[[Dict], Optional[Dict]], seed: int = 42):
+        self._dataset, self._mapper = dataset, mapper
+        self._rng = random.Random(seed)
+        self._skipped: Set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, index: int) -> Dict:
+        index = int(index)
+        while True:
+            data = self._mapper(self._dataset[index])
+            if data is not None:
+                return data
+            self._skipped.add(index)
+            if len(self._skipped) == len(self._dataset):
+                raise RuntimeError(f"none of the {len(self._dataset)} training images can be "
+                                   f"read (each was skipped, see the warnings)")
+            index = self._rng.randrange(len(self._dataset))
