@@ -1,0 +1,68 @@
+"""The detection alpha sweep in two CPU processes (gloo), as on two GPUs: each process runs the
+network on its half of the split, and the first one evaluates every alpha on all of it."""
+import importlib.util
+import json
+import os
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tools_helpers import REPO
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is needed")
+ALPHAS = [0.0, 1.0, 2.0]
+
+
+def _sweep_tool():
+    spec = importlib.util.spec_from_file_location("sweep_alpha_tool", os.path.join(
+        REPO, "tools", "sweep_alpha.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _worker(rank: int, store: str, config: str, weights: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=120))
+    try:
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.config import get_cfg
+
+        from tde_det import add_tde_config
+        from tde_det.engine import Trainer
+
+        cfg = get_cfg()
+        add_tde_config(cfg)
+        cfg.merge_from_file(config)
+        Trainer.check_datasets(cfg, training=False, test=["tools_lvis_val"])  # registers them
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model).load(weights)
+        model.eval()
+        images = []
+        original = model.backbone.forward
+        model.backbone.forward = lambda x: images.append(len(x)) or original(x)
+        rows = _sweep_tool().sweep_detection(cfg, model, "tools_lvis_val", ALPHAS, "",
+                                             eval_workers=2)
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump({"rows": rows, "images": sum(images)}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_give_the_rows_of_one(tiny_detector, tmp_path):
+    cfg, model, _, weights = tiny_detector
+    config = tmp_path / "config.yaml"
+    config.write_text(cfg.dump())
+    # join=True re-raises any exception of a child, so a failing rank fails the test.
+    mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(config), weights, str(tmp_path)),
+             nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["images"] for r in ranks] == [2, 2]  # 4 validation images, split between them
+    one = _sweep_tool().sweep_detection(cfg, model, "tools_lvis_val", ALPHAS, "")
+    assert ranks[0]["rows"] == one and "segm/APr" in one[0]
+    assert ranks[1]["rows"] == [{"alpha": a} for a in ALPHAS]  # only the first one evaluates
