@@ -17,7 +17,7 @@ from tde_det.data.classification import (
 from tde_det.evaluation import ClassificationEvaluator
 from tde_det.layers import HeadDirection
 
-from .dataset_checks import check_registered
+from .dataset_checks import check_config_splits
 from .mu_schedule_hook import MuScheduleHook
 
 __all__ = ["META_ARCHITECTURES", "build_train_loader", "build_test_loader", "build_evaluator",
@@ -45,11 +45,7 @@ def check_datasets(cfg: CfgNode, training: bool = True,
     evaluation). ``test``: the splits of a tool's ``--dataset``, checked instead of
     ``DATASETS.TEST``."""
     _prepare(cfg)
-    if training:
-        check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
-    key = "DATASETS.TEST" if test is None else "--dataset"
-    test = cfg.DATASETS.TEST if test is None else test
-    check_registered(test, key)
+    check_config_splits(cfg, training, test)
 
 
 def build_train_loader(cfg: CfgNode):

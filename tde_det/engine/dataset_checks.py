@@ -6,11 +6,12 @@ split, a missing annotation file or a test split with other classes then stops t
 hours of training. These checks read only the catalogues and the metadata (no dataset is loaded).
 """
 import difflib
-from typing import Sequence
+from typing import List, Optional, Sequence, Tuple
 
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 
-__all__ = ["check_registered"]
+__all__ = ["check_registered", "check_config_splits"]
 
 
 def check_registered(names: Sequence[str], key: str) -> None:
@@ -23,3 +24,16 @@ def check_registered(names: Sequence[str], key: str) -> None:
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
                 " (tde-det registers LVIS-format data named in DATASETS.LVIS_CUSTOM.*)"
             raise KeyError(f"{key}: {name!r} is not a registered dataset{hint}")
+
+
+def check_config_splits(cfg: CfgNode, training: bool = True,
+                        test: Optional[Sequence[str]] = None) -> Tuple[str, List[str]]:
+    """Check that the splits a run will use are registered: ``DATASETS.TRAIN`` when
+    ``training``, and ``DATASETS.TEST`` (or a tool's ``--dataset`` splits, ``test``).
+    Return the config key to name in later errors about the test splits, and those splits."""
+    if training:
+        check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+    key = "DATASETS.TEST" if test is None else "--dataset"
+    splits = list(cfg.DATASETS.TEST if test is None else test)
+    check_registered(splits, key)
+    return key, splits

@@ -25,7 +25,7 @@ from tde_det.data.detection import (
 from tde_det.evaluation.lvis_records import RecordsLVISEvaluator
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
-from .dataset_checks import check_registered
+from .dataset_checks import check_config_splits
 from .head_direction_hook import HeadDirectionLogger
 
 __all__ = ["build_train_loader", "build_test_loader", "build_evaluator", "build_hooks",
@@ -98,11 +98,7 @@ def check_datasets(cfg: CfgNode, training: bool = True,
     ``json_file``) exists. A clear error now rather than at the first evaluation. ``test``:
     the splits of a tool's ``--dataset``, checked instead of ``DATASETS.TEST``."""
     _prepare(cfg)
-    if training:
-        check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
-    key = "DATASETS.TEST" if test is None else "--dataset"
-    test = cfg.DATASETS.TEST if test is None else test
-    check_registered(test, key)
+    key, test = check_config_splits(cfg, training, test)
     for name in test:
         check_num_classes(cfg, name)
         problem = _evaluator_type_problem(name)

@@ -1,6 +1,5 @@
 """tools/diagnose.py and the per-class diagnostics it is built on."""
 import csv
-import importlib.util
 import math
 import os
 
@@ -9,7 +8,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 
-from tools_helpers import REPO
+from tools_helpers import REPO, load_tool
 from tde_det import add_tde_config
 from tde_det.data.classification import register_fashion_mnist_lt
 from tde_det.data.classification.fashion_mnist import FASHION_MNIST_CLASSES
@@ -21,10 +20,7 @@ from tde_det.evaluation.diagnostics import (
     weight_norms,
 )
 
-spec = importlib.util.spec_from_file_location("diagnose", os.path.join(REPO, "tools",
-                                                                       "diagnose.py"))
-diagnose = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(diagnose)
+diagnose = load_tool("diagnose")
 
 
 def test_feature_stats_by_hand():

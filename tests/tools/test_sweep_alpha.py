@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 from detectron2.utils import comm
-from tools_helpers import lvis_overrides
+from tools_helpers import REPO, load_tool, lvis_overrides
 
 from tde_det.data.classification.synthetic import write_cifar_pickles
 from tde_det.engine import Trainer
@@ -18,7 +18,6 @@ from tde_det.evaluation.detection_alpha_sweep import (
     parallel_evaluation_workers,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ALPHAS = [0.0, 0.5, 1.5]
 
 
@@ -211,20 +210,10 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
     assert "Loading" not in bad.stdout + bad.stderr
 
 
-def _tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sweep_alpha_tool", os.path.join(
-        REPO, "tools", "sweep_alpha.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_metric_is_checked_against_the_columns_of_the_sweep(tiny_detector):
     from detectron2.data import MetadataCatalog
 
-    tool = _tool()
+    tool = load_tool("sweep_alpha")
     cfg = tiny_detector[0].clone()
     MetadataCatalog.get("sweep_metric_coco").set(evaluator_type="coco")
     lvis = ["tools_lvis_val"]
@@ -252,7 +241,7 @@ def test_metric_is_checked_against_the_columns_of_the_sweep(tiny_detector):
 
 def test_negative_evaluation_workers_are_refused_when_parsing(capsys):
     with pytest.raises(SystemExit):
-        _tool().parse_args(["--config-file", "c.yaml", "--eval-workers", "-2"])
+        load_tool("sweep_alpha").parse_args(["--config-file", "c.yaml", "--eval-workers", "-2"])
     assert "--eval-workers must be >= 0" in capsys.readouterr().err
 
 

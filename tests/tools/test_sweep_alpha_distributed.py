@@ -1,6 +1,5 @@
 """The detection alpha sweep in two CPU processes (gloo), as on two GPUs: each process runs the
 network on its half of the split, and the first one evaluates every alpha on all of it."""
-import importlib.util
 import json
 import os
 from datetime import timedelta
@@ -10,19 +9,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tools_helpers import REPO
+from tools_helpers import load_tool
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
 ALPHAS = [0.0, 1.0, 2.0]
-
-
-def _sweep_tool():
-    spec = importlib.util.spec_from_file_location("sweep_alpha_tool", os.path.join(
-        REPO, "tools", "sweep_alpha.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _worker(rank: int, store: str, config: str, weights: str, out_dir: str) -> None:
@@ -46,7 +37,7 @@ def _worker(rank: int, store: str, config: str, weights: str, out_dir: str) -> N
         images = []
         original = model.backbone.forward
         model.backbone.forward = lambda x: images.append(len(x)) or original(x)
-        rows = _sweep_tool().sweep_detection(cfg, model, "tools_lvis_val", ALPHAS, "",
+        rows = load_tool("sweep_alpha").sweep_detection(cfg, model, "tools_lvis_val", ALPHAS, "",
                                              eval_workers=2)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"rows": rows, "images": sum(images)}, f)
@@ -63,6 +54,6 @@ def test_two_processes_give_the_rows_of_one(tiny_detector, tmp_path):
              nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["images"] for r in ranks] == [2, 2]  # 4 validation images, split between them
-    one = _sweep_tool().sweep_detection(cfg, model, "tools_lvis_val", ALPHAS, "")
+    one = load_tool("sweep_alpha").sweep_detection(cfg, model, "tools_lvis_val", ALPHAS, "")
     assert ranks[0]["rows"] == one and "segm/APr" in one[0]
     assert ranks[1]["rows"] == [{"alpha": a} for a in ALPHAS]  # only the first one evaluates

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools_helpers import REPO, lvis_overrides
+from tools_helpers import REPO, load_tool, lvis_overrides
+
+visualize = load_tool("visualize")
 
 
 def run(*args):
@@ -60,18 +62,7 @@ def test_folder_input_skips_an_unreadable_image(tiny_detector, tmp_path):
         assert Image.open(out / name).height == height
 
 
-def _tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("visualize", os.path.join(REPO, "tools",
-                                                                            "visualize.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_inputs_and_trailing_overrides_are_split_by_config_keys(tmp_path, monkeypatch):
-    visualize = _tool()
     upper = tmp_path / "IMG_01.JPG"  # str.isupper() is True for this name
     upper.write_bytes(b"")
     args = visualize.parse_args(["--config-file", "c.yaml", "--input", str(upper), "IMG_02.JPG",
@@ -88,7 +79,7 @@ def test_inputs_and_trailing_overrides_are_split_by_config_keys(tmp_path, monkey
 
 
 def test_panels_follow_the_config():
-    settings = _tool().panel_settings
+    settings = visualize.panel_settings
     assert settings(True, 1.5, False) == [(True, "TDE (alpha=1.5)")]
     assert settings(False, 1.5, False) == [(False, "no TDE")]
     assert settings(False, 0.5, True) == [(False, "no TDE"), (True, "TDE (alpha=0.5)")]
@@ -108,7 +99,6 @@ def test_linear_detector_draws_without_tde_and_refuses_the_comparison(tiny_detec
 
 
 def test_inputs_are_expanded_once_each_and_nothing_found_is_reported(tmp_path, caplog):
-    visualize = _tool()
     (tmp_path / "a").mkdir()
     (tmp_path / "empty").mkdir()
     for name in ("x.jpg", "y.PNG", "notes.txt"):
@@ -127,7 +117,7 @@ def test_inputs_are_expanded_once_each_and_nothing_found_is_reported(tmp_path, c
 
 
 def test_output_names_never_collide():
-    names = _tool().output_names(["a/img.jpg", "b/img.jpg", "img.png", "img_2.jpg", "c/d.jpeg"],
+    names = visualize.output_names(["a/img.jpg", "b/img.jpg", "img.png", "img_2.jpg", "c/d.jpeg"],
                                  "png")
     assert names == ["img.png", "img_2.png", "img_3.png", "img_2_2.png", "d.png"]
     assert len(set(names)) == len(names)
@@ -140,7 +130,7 @@ def test_output_names_never_collide():
 ])
 def test_bad_options_are_refused(option, value, message, capsys):
     with pytest.raises(SystemExit):
-        _tool().parse_args(["--config-file", "c.yaml", "--input", "x.jpg", option, value])
+        visualize.parse_args(["--config-file", "c.yaml", "--input", "x.jpg", option, value])
     assert message in capsys.readouterr().err
 
 

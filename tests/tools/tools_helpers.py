@@ -1,7 +1,9 @@
 """Helpers shared by the tool tests (imported by name: conftest modules are not importable)."""
+import importlib.util
 import os
 import subprocess
 import sys
+from types import ModuleType
 from typing import List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,3 +30,12 @@ def table_rows(text: str, *first_cells: str) -> List[List[str]]:
     one of ``first_cells``."""
     return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
             if any(line.startswith(f"| {first}") for first in first_cells)]
+
+
+def load_tool(script: str) -> ModuleType:
+    """``tools/<script>.py`` imported as a module (the tools folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{script}", os.path.join(
+        REPO, "tools", script + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
