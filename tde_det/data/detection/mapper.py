@@ -74,12 +74,20 @@ class CheckedDatasetMapper(DatasetMapper):
 class MapSkippingUnreadable(torch.utils.data.Dataset):
     """``dataset`` (a map-style dataset of Detectron2 dicts) mapped by ``mapper``; where the
     mapper returns None (an image :class:`CheckedDatasetMapper` skipped), another index drawn
-    at random is mapped instead. ``RuntimeError`` once every image has been skipped."""
+    at random is mapped instead (each data-loader worker draws its own sequence, from ``seed``
+    and its worker id). ``RuntimeError`` once every image has been skipped."""
 
     def __init__(self, dataset, mapper: Callable[[Dict], Optional[Dict]], seed: int = 42):
         self._dataset, self._mapper = dataset, mapper
-        self._rng = random.Random(seed)
+        self._seed = seed
+        self._rng: Optional[random.Random] = None  # made in the process that maps
         self._skipped: Set[int] = set()
+
+    def _draw(self) -> int:
+        if self._rng is None:
+            worker = torch.utils.data.get_worker_info()
+            self._rng = random.Random(self._seed + (worker.id + 1 if worker else 0))
+        return self._rng.randrange(len(self._dataset))
 
     def __len__(self) -> int:
         return len(self._dataset)
@@ -94,4 +102,4 @@ class MapSkippingUnreadable(torch.utils.data.Dataset):
             if len(self._skipped) == len(self._dataset):
                 raise RuntimeError(f"none of the {len(self._dataset)} training images can be "
                                    f"read (each was skipped, see the warnings)")
-            index = self._rng.randrange(len(self._dataset))
+            index = self._draw()

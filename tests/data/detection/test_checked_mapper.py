@@ -4,6 +4,7 @@ import os
 import shutil
 
 import pytest
+import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data.detection_utils import SizeMismatchError
@@ -115,3 +116,22 @@ def test_no_readable_image_at_all_is_an_error(data):
     mapped = MapSkippingUnreadable(data[:2], CheckedDatasetMapper(cfg_with("skip"), True))
     with pytest.raises(RuntimeError, match="none of the 2 training images can be read"):
         mapped[1]
+
+
+def _odd_only(d):
+    return None if d["i"] % 2 == 0 else d["i"]
+
+
+def test_each_loader_worker_draws_its_own_replacements():
+    """Two workers meeting the same skipped images must not replace them with the same
+    sequence of images (a shared seed would repeat those images in every batch)."""
+    mapped = MapSkippingUnreadable([{"i": i} for i in range(200)], _odd_only, seed=5)
+    loader = torch.utils.data.DataLoader(mapped, batch_size=None, num_workers=2,
+                                         sampler=[0, 0, 2, 2, 4, 4, 6, 6, 8, 8])
+    drawn = list(loader)
+    assert all(i % 2 == 1 for i in drawn)
+    # worker w maps the (w)th of every two indices: the same skipped image, its own draw
+    assert drawn[0::2] != drawn[1::2]
+    # in the main process (no worker) the draws follow the seed alone
+    again = MapSkippingUnreadable([{"i": i} for i in range(200)], _odd_only, seed=5)
+    assert [mapped[0] for _ in range(5)] == [again[0] for _ in range(5)]
