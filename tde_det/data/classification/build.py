@@ -12,6 +12,7 @@ from detectron2.data import (
 )
 from detectron2.data.samplers import InferenceSampler
 
+from ..map_skipping import MapSkippingUnreadable
 from .mapper import ClassificationDatasetMapper
 from .split_file import max_label, register_split_file_dataset
 
@@ -86,7 +87,9 @@ def build_classification_train_loader(cfg, mapper=None):
                                              cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES)
     if mapper is None:
         mapper = ClassificationDatasetMapper(cfg, True)
-    return build_detection_train_loader(dicts, mapper=mapper,
+    # a mapper's None (an unreadable image skipped) is replaced by another image
+    dataset = MapSkippingUnreadable(DatasetFromList(dicts, copy=False), mapper)
+    return build_detection_train_loader(dataset, mapper=None,
                                         total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                         aspect_ratio_grouping=False,
                                         num_workers=cfg.DATALOADER.NUM_WORKERS)

@@ -1,6 +1,7 @@
 """Dataset dict -> model input for image classification, with Detectron2 augmentations."""
+import logging
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional, Set
 
 import numpy as np
 import torch
@@ -8,9 +9,12 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from ..detection import INVALID_ANNOTATION_POLICIES
 from .transforms import CenterCrop, ColorJitter, PadRandomCrop, RandomResizedCrop
 
 __all__ = ["ClassificationDatasetMapper", "build_classification_augmentation"]
+
+logger = logging.getLogger(__name__)
 
 
 def build_classification_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
@@ -47,36 +51,62 @@ def build_classification_augmentation(cfg, is_train: bool) -> List[T.Augmentatio
 
 class ClassificationDatasetMapper:
     """Read the image ("file_name", or an in-memory "image" array in RGB), apply the
-    augmentations, return ``{"image": CHW uint8 tensor, "label", "image_id"}``."""
+    augmentations, return ``{"image": CHW uint8 tensor, "label", "image_id"}``.
+
+    An image file that cannot be read is an ``OSError`` naming it; in training with
+    ``skip_unreadable`` (``DATASETS.INVALID_ANNOTATIONS skip``) it is logged once and the
+    mapper returns None (the train loader's
+    :class:`~tde_det.data.map_skipping.MapSkippingUnreadable` then maps another image).
+    Evaluation never skips: an image left out would change the accuracies."""
 
     @configurable
     def __init__(self, is_train: bool, *, augmentations: List[T.Augmentation],
-                 image_format: str = "RGB"):
+                 image_format: str = "RGB", skip_unreadable: bool = False):
         self.is_train = is_train
         self.augmentations = list(augmentations)
         self.image_format = image_format
+        self.skip_unreadable = bool(skip_unreadable) and is_train
+        self._skipped: Set[str] = set()
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
+        policy = cfg.DATASETS.INVALID_ANNOTATIONS
+        if policy not in INVALID_ANNOTATION_POLICIES:
+            raise ValueError(f"DATASETS.INVALID_ANNOTATIONS must be one of "
+                             f"{INVALID_ANNOTATION_POLICIES}, got {policy!r}")
         return {"is_train": is_train,
                 "augmentations": build_classification_augmentation(cfg, is_train),
-                "image_format": cfg.INPUT.FORMAT}
+                "image_format": cfg.INPUT.FORMAT,
+                "skip_unreadable": policy == "skip"}
 
-    def read(self, dataset_dict: Dict) -> np.ndarray:
+    def read(self, dataset_dict: Dict) -> Optional[np.ndarray]:
+        """The image as HWC (None: a training image skipped because it cannot be read)."""
         if "image" in dataset_dict:
             image = np.asarray(dataset_dict["image"])
             if image.ndim == 3 and image.shape[2] == 3 and self.image_format == "BGR":
                 image = image[:, :, ::-1]
         else:
             name = dataset_dict["file_name"]
+            if name in self._skipped:
+                return None
             try:
                 image = utils.read_image(name, format=self.image_format)
             except Exception as e:
-                raise OSError(f"cannot read image {name}: {e}") from e
+                if self.skip_unreadable:
+                    self._skipped.add(name)
+                    logger.warning(f"skipping training image {name}: it cannot be read "
+                                   f"({type(e).__name__}: {e}); it is left out whenever it is "
+                                   f"drawn (DATASETS.INVALID_ANNOTATIONS skip)")
+                    return None
+                hint = (" Set DATASETS.INVALID_ANNOTATIONS skip to train without it."
+                        if self.is_train else "")
+                raise OSError(f"cannot read image {name}: {e}.{hint}") from e
         return image[:, :, None] if image.ndim == 2 else image
 
-    def __call__(self, dataset_dict: Dict) -> Dict:
+    def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         image = self.read(dataset_dict)
+        if image is None:
+            return None
         image, _ = T.apply_augmentations(self.augmentations, image)
         return {
             "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),

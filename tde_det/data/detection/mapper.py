@@ -3,19 +3,17 @@
 Detectron2's mapper reads the image inside a data-loader worker. A corrupt or truncated file
 then stops training with PIL's message, which for a truncated JPEG does not say which file it
 is. The loaders of the detection task use :class:`CheckedDatasetMapper` instead, and in training
-:class:`MapSkippingUnreadable`, which maps another image where the mapper skipped one
-(Detectron2 0.6's ``MapDataset`` would, but its retry calls ``random.sample`` on a set, which
-Python 3.11 refuses).
+:class:`~tde_det.data.map_skipping.MapSkippingUnreadable`, which maps another image where the
+mapper skipped one.
 """
 import logging
-import random
-from typing import Callable, Dict, Optional, Set
-
-import torch
+from typing import Dict, Optional, Set
 
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
+
+from ..map_skipping import MapSkippingUnreadable
 
 __all__ = ["CheckedDatasetMapper", "MapSkippingUnreadable"]
 
@@ -69,37 +67,3 @@ class CheckedDatasetMapper(DatasetMapper):
             hint = (" Set DATASETS.INVALID_ANNOTATIONS skip to train without it."
                     if self.is_train else "")
             raise OSError(f"cannot read image {file_name}: {problem}.{hint}") from e
-
-
-class MapSkippingUnreadable(torch.utils.data.Dataset):
-    """``dataset`` (a map-style dataset of Detectron2 dicts) mapped by ``mapper``; where the
-    mapper returns None (an image :class:`CheckedDatasetMapper` skipped), another index drawn
-    at random is mapped instead (each data-loader worker draws its own sequence, from ``seed``
-    and its worker id). ``RuntimeError`` once every image has been skipped."""
-
-    def __init__(self, dataset, mapper: Callable[[Dict], Optional[Dict]], seed: int = 42):
-        self._dataset, self._mapper = dataset, mapper
-        self._seed = seed
-        self._rng: Optional[random.Random] = None  # made in the process that maps
-        self._skipped: Set[int] = set()
-
-    def _draw(self) -> int:
-        if self._rng is None:
-            worker = torch.utils.data.get_worker_info()
-            self._rng = random.Random(self._seed + (worker.id + 1 if worker else 0))
-        return self._rng.randrange(len(self._dataset))
-
-    def __len__(self) -> int:
-        return len(self._dataset)
-
-    def __getitem__(self, index: int) -> Dict:
-        index = int(index)
-        while True:
-            data = self._mapper(self._dataset[index])
-            if data is not None:
-                return data
-            self._skipped.add(index)
-            if len(self._skipped) == len(self._dataset):
-                raise RuntimeError(f"none of the {len(self._dataset)} training images can be "
-                                   f"read (each was skipped, see the warnings)")
-            index = self._draw()

@@ -90,3 +90,63 @@ def test_a_registered_name_with_other_files_is_an_error(tiny_folder):
                        "split file .*train.txt.* not .*test.txt.*choose another NAME"):
         register_split_file_datasets_from_config(other)
     assert "clashfolder_val" not in DatasetCatalog.list()  # nothing registered on a clash
+
+
+@pytest.fixture
+def folder_with_broken_images(tmp_path):
+    """6 training images of 2 classes, of which b0.png and b1.png cannot be read."""
+    from PIL import Image
+
+    lines = []
+    for i in range(6):
+        name = f"{'b' if i < 2 else 'g'}{i}.png"
+        if i < 2:
+            (tmp_path / name).write_bytes(b"\x89PNG truncated")
+        else:
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / name)
+        lines.append(f"{name} {i % 2}")
+    split = write(tmp_path / "train.txt", "\n".join(lines) + "\n")
+    return tmp_path, split
+
+
+def broken_cfg(root, split, policy):
+    cfg = split_file_cfg(f"brokenfolder_{policy}", root, train=split)
+    cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES = 2
+    cfg.DATASETS.TRAIN = (f"brokenfolder_{policy}_train",)
+    cfg.DATASETS.INVALID_ANNOTATIONS = policy
+    cfg.INPUT.CLASSIFICATION.AUGMENTATION = "none"
+    cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS = 4, 0
+    register_split_file_datasets_from_config(cfg)
+    return cfg
+
+
+def test_training_skips_unreadable_images_when_asked(folder_with_broken_images, caplog):
+    from tde_det.data.classification import build_classification_train_loader
+
+    root, split = folder_with_broken_images
+    cfg = broken_cfg(root, split, "skip")
+    with caplog.at_level("WARNING", logger="tde_det"):
+        batches = [b for _, b in zip(range(10), build_classification_train_loader(cfg))]
+    assert all(len(b) == 4 for b in batches)  # every batch full, of readable images only
+    ids = {d["image_id"] for b in batches for d in b}
+    assert ids == {2, 3, 4, 5}
+    skips = [r.getMessage() for r in caplog.records
+             if "skipping training image" in r.getMessage()]
+    assert sorted(m.split()[3].rstrip(":") for m in skips) == [str(root / "b0.png"), str(root / "b1.png")]
+    # the evaluation mapper of the same config never skips: it names the file
+    with pytest.raises(OSError, match=r"cannot read image .*b0.png: .*\.$"):
+        ClassificationDatasetMapper(cfg, False)({"file_name": str(root / "b0.png"), "label": 0})
+
+
+def test_training_stops_on_an_unreadable_image_by_default(folder_with_broken_images):
+    from tde_det.data.classification import build_classification_train_loader
+
+    cfg = broken_cfg(*folder_with_broken_images, "error")
+    with pytest.raises(OSError, match="cannot read image .*b[01].png: .*Set DATASETS."
+                       "INVALID_ANNOTATIONS skip to train without it"):
+        for _, _ in zip(range(20), build_classification_train_loader(cfg)):
+            pass
+    cfg.DATASETS.INVALID_ANNOTATIONS = "drop"
+    with pytest.raises(ValueError, match=r"DATASETS.INVALID_ANNOTATIONS must be one of "
+                       r"\('error', 'skip'\), got 'drop'"):
+        ClassificationDatasetMapper(cfg, True)

@@ -1,0 +1,46 @@
+"""A mapped training dataset where the mapper may skip an item (an image it cannot read).
+
+Detectron2's ``MapDataset`` maps another item where the mapper returns None, but in Detectron2
+0.6 its retry calls ``random.sample`` on a set, which Python 3.11 refuses. The training loaders
+of both tasks (detection and classification) use :class:`MapSkippingUnreadable` instead.
+"""
+import random
+from typing import Callable, Dict, Optional, Set
+
+import torch
+
+__all__ = ["MapSkippingUnreadable"]
+
+
+class MapSkippingUnreadable(torch.utils.data.Dataset):
+    """``dataset`` (a map-style dataset of Detectron2 dicts) mapped by ``mapper``; where the
+    mapper returns None (an image it skipped), another index drawn at random is mapped instead
+    (each data-loader worker draws its own sequence, from ``seed`` and its worker id).
+    ``RuntimeError`` once every image has been skipped."""
+
+    def __init__(self, dataset, mapper: Callable[[Dict], Optional[Dict]], seed: int = 42):
+        self._dataset, self._mapper = dataset, mapper
+        self._seed = seed
+        self._rng: Optional[random.Random] = None  # made in the process that maps
+        self._skipped: Set[int] = set()
+
+    def _draw(self) -> int:
+        if self._rng is None:
+            worker = torch.utils.data.get_worker_info()
+            self._rng = random.Random(self._seed + (worker.id + 1 if worker else 0))
+        return self._rng.randrange(len(self._dataset))
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, index: int) -> Dict:
+        index = int(index)
+        while True:
+            data = self._mapper(self._dataset[index])
+            if data is not None:
+                return data
+            self._skipped.add(index)
+            if len(self._skipped) == len(self._dataset):
+                raise RuntimeError(f"none of the {len(self._dataset)} training images can be "
+                                   f"read (each was skipped, see the warnings)")
+            index = self._draw()
