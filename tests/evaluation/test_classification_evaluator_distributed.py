@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from distributed_helpers import destroy_process_group
+
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
 
@@ -34,7 +36,7 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(ev.evaluate(), f)
     finally:
-        dist.destroy_process_group()
+        destroy_process_group()
 
 
 def _store(folder) -> str:

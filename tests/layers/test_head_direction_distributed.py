@@ -7,6 +7,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from distributed_helpers import destroy_process_group
+
 from tde_det.layers import HeadDirection
 
 DIM = 6
@@ -41,7 +43,7 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
         torch.save({"synced": synced.state_dict(), "local": local.state_dict()},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
-        dist.destroy_process_group()
+        destroy_process_group()
 
 
 def _store(folder) -> str:

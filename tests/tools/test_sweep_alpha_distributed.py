@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from distributed_helpers import destroy_process_group
 from tools_helpers import load_tool
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -37,12 +38,12 @@ def _worker(rank: int, store: str, config: str, weights: str, out_dir: str) -> N
         images = []
         original = model.backbone.forward
         model.backbone.forward = lambda x: images.append(len(x)) or original(x)
-        rows = load_tool("sweep_alpha").sweep_detection(cfg, model, "tools_lvis_val", ALPHAS, "",
-                                             eval_workers=2)
+        rows = load_tool("sweep_alpha").sweep_detection(cfg, model, "tools_lvis_val", ALPHAS,
+                                                        "", eval_workers=2)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"rows": rows, "images": sum(images)}, f)
     finally:
-        dist.destroy_process_group()
+        destroy_process_group()
 
 
 def test_two_processes_give_the_rows_of_one(tiny_detector, tmp_path):
