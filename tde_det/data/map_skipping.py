@@ -1,15 +1,43 @@
-"""A mapped training dataset where the mapper may skip an item (an image it cannot read).
+"""Training images that cannot be read: a mapper's policy, and a mapped dataset that replaces
+the images a mapper skipped.
 
 Detectron2's ``MapDataset`` maps another item where the mapper returns None, but in Detectron2
 0.6 its retry calls ``random.sample`` on a set, which Python 3.11 refuses. The training loaders
 of both tasks (detection and classification) use :class:`MapSkippingUnreadable` instead.
 """
+import logging
 import random
 from typing import Callable, Dict, Optional, Set
 
 import torch
 
-__all__ = ["MapSkippingUnreadable"]
+__all__ = ["MapSkippingUnreadable", "UnreadableImages"]
+
+logger = logging.getLogger(__name__)
+
+
+class UnreadableImages:
+    """A mapper's handling of image files it cannot read. With ``skip`` (in training, with
+    ``DATASETS.INVALID_ANNOTATIONS skip``), :meth:`skip_or_raise` logs a file once and records
+    it, and the mapper returns None for it (now and whenever it is drawn again); otherwise it
+    raises ``OSError`` naming the file (in training, with the key that would skip it)."""
+
+    def __init__(self, skip: bool, is_train: bool):
+        self.skip, self.is_train = bool(skip) and is_train, is_train
+        self._skipped: Set[str] = set()
+
+    def skipped(self, file_name: Optional[str]) -> bool:
+        return file_name in self._skipped
+
+    def skip_or_raise(self, file_name: str, problem: str, error: BaseException) -> None:
+        """``problem``: why the file cannot be read; ``error``: the exception it caused."""
+        if not self.skip:
+            hint = (" Set DATASETS.INVALID_ANNOTATIONS skip to train without it."
+                    if self.is_train else "")
+            raise OSError(f"cannot read image {file_name}: {problem}.{hint}") from error
+        self._skipped.add(file_name)
+        logger.warning(f"skipping training image {file_name}: it cannot be read ({problem}); "
+                       f"it is left out whenever it is drawn (DATASETS.INVALID_ANNOTATIONS skip)")
 
 
 class MapSkippingUnreadable(torch.utils.data.Dataset):

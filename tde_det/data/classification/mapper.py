@@ -1,7 +1,6 @@
 """Dataset dict -> model input for image classification, with Detectron2 augmentations."""
-import logging
 import sys
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -10,11 +9,10 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from ..detection import INVALID_ANNOTATION_POLICIES
+from ..map_skipping import UnreadableImages
 from .transforms import CenterCrop, ColorJitter, PadRandomCrop, RandomResizedCrop
 
 __all__ = ["ClassificationDatasetMapper", "build_classification_augmentation"]
-
-logger = logging.getLogger(__name__)
 
 
 def build_classification_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
@@ -65,8 +63,7 @@ class ClassificationDatasetMapper:
         self.is_train = is_train
         self.augmentations = list(augmentations)
         self.image_format = image_format
-        self.skip_unreadable = bool(skip_unreadable) and is_train
-        self._skipped: Set[str] = set()
+        self.unreadable = UnreadableImages(skip_unreadable, is_train)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -87,20 +84,13 @@ class ClassificationDatasetMapper:
                 image = image[:, :, ::-1]
         else:
             name = dataset_dict["file_name"]
-            if name in self._skipped:
+            if self.unreadable.skipped(name):
                 return None
             try:
                 image = utils.read_image(name, format=self.image_format)
             except Exception as e:
-                if self.skip_unreadable:
-                    self._skipped.add(name)
-                    logger.warning(f"skipping training image {name}: it cannot be read "
-                                   f"({type(e).__name__}: {e}); it is left out whenever it is "
-                                   f"drawn (DATASETS.INVALID_ANNOTATIONS skip)")
-                    return None
-                hint = (" Set DATASETS.INVALID_ANNOTATIONS skip to train without it."
-                        if self.is_train else "")
-                raise OSError(f"cannot read image {name}: {e}.{hint}") from e
+                self.unreadable.skip_or_raise(name, f"{type(e).__name__}: {e}", e)
+                return None
         return image[:, :, None] if image.ndim == 2 else image
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:

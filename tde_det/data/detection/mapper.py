@@ -6,18 +6,15 @@ is. The loaders of the detection task use :class:`CheckedDatasetMapper` instead,
 :class:`~tde_det.data.map_skipping.MapSkippingUnreadable`, which maps another image where the
 mapper skipped one.
 """
-import logging
-from typing import Dict, Optional, Set
+from typing import Dict, Optional
 
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 
-from ..map_skipping import MapSkippingUnreadable
+from ..map_skipping import MapSkippingUnreadable, UnreadableImages
 
 __all__ = ["CheckedDatasetMapper", "MapSkippingUnreadable"]
-
-logger = logging.getLogger(__name__)
 
 
 def _read_problem(file_name: str, image_format: str) -> Optional[str]:
@@ -39,8 +36,7 @@ class CheckedDatasetMapper(DatasetMapper):
     @configurable
     def __init__(self, is_train: bool, *, skip_unreadable: bool = False, **kwargs):
         super().__init__(is_train, **kwargs)
-        self.skip_unreadable = bool(skip_unreadable) and is_train
-        self._skipped: Set[str] = set()
+        self.unreadable = UnreadableImages(skip_unreadable, is_train)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -50,7 +46,7 @@ class CheckedDatasetMapper(DatasetMapper):
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         file_name = dataset_dict.get("file_name")
-        if file_name in self._skipped:
+        if self.unreadable.skipped(file_name):
             return None
         try:
             return super().__call__(dataset_dict)
@@ -58,12 +54,5 @@ class CheckedDatasetMapper(DatasetMapper):
             problem = _read_problem(file_name, self.image_format) if file_name else None
             if problem is None:  # not the image: a real error
                 raise
-            if self.skip_unreadable:
-                self._skipped.add(file_name)
-                logger.warning(f"skipping training image {file_name}: it cannot be read "
-                               f"({problem}); it is left out whenever it is drawn "
-                               f"(DATASETS.INVALID_ANNOTATIONS skip)")
-                return None
-            hint = (" Set DATASETS.INVALID_ANNOTATIONS skip to train without it."
-                    if self.is_train else "")
-            raise OSError(f"cannot read image {file_name}: {problem}.{hint}") from e
+            self.unreadable.skip_or_raise(file_name, problem, e)
+            return None

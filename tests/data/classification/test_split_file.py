@@ -132,7 +132,8 @@ def test_training_skips_unreadable_images_when_asked(folder_with_broken_images, 
     assert ids == {2, 3, 4, 5}
     skips = [r.getMessage() for r in caplog.records
              if "skipping training image" in r.getMessage()]
-    assert sorted(m.split()[3].rstrip(":") for m in skips) == [str(root / "b0.png"), str(root / "b1.png")]
+    assert sorted(m.split()[3].rstrip(":") for m in skips) == [str(root / "b0.png"),
+                                                               str(root / "b1.png")]
     # the evaluation mapper of the same config never skips: it names the file
     with pytest.raises(OSError, match=r"cannot read image .*b0.png: .*\.$"):
         ClassificationDatasetMapper(cfg, False)({"file_name": str(root / "b0.png"), "label": 0})
