@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distributed_helpers import destroy_process_group
+from distributed_helpers import destroy_process_group, exit_worker
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
@@ -37,6 +37,7 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
             json.dump(ev.evaluate(), f)
     finally:
         destroy_process_group()
+    exit_worker()  # the results are written: no interpreter finalisation (see the helper)
 
 
 def _store(folder) -> str:

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distributed_helpers import destroy_process_group
+from distributed_helpers import destroy_process_group, exit_worker
 
 from tde_det.layers import HeadDirection
 
@@ -44,6 +44,7 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         destroy_process_group()
+    exit_worker()  # the results are written: no interpreter finalisation (see the helper)
 
 
 def _store(folder) -> str:

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distributed_helpers import destroy_process_group
+from distributed_helpers import destroy_process_group, exit_worker
 from tools_helpers import load_tool
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -44,6 +44,7 @@ def _worker(rank: int, store: str, config: str, weights: str, out_dir: str) -> N
             json.dump({"rows": rows, "images": sum(images)}, f)
     finally:
         destroy_process_group()
+    exit_worker()  # the results are written: no interpreter finalisation (see the helper)
 
 
 def test_two_processes_give_the_rows_of_one(tiny_detector, tmp_path):
