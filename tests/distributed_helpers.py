@@ -6,6 +6,12 @@ import torch.distributed as dist
 from detectron2.utils import comm
 
 
+def rendezvous(folder) -> str:
+    """The file in ``folder`` at which the processes meet (``init_method=f"file://{...}"``): no
+    TCP port picked beforehand, which another process could take in between."""
+    return os.path.join(str(folder), "rendezvous")
+
+
 def destroy_process_group() -> None:
     """``dist.destroy_process_group()``, first dropping the group Detectron2's ``comm`` caches
     (``comm.gather`` / ``all_gather`` keep their gloo group, with the gloo backend the default

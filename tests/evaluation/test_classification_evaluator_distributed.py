@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distributed_helpers import destroy_process_group, exit_worker
+from distributed_helpers import destroy_process_group, exit_worker, rendezvous
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
@@ -40,13 +40,8 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
     exit_worker()  # the results are written: no interpreter finalisation (see the helper)
 
 
-def _store(folder) -> str:
-    """A file for the processes to meet at (no TCP port that another test could take)."""
-    return os.path.join(str(folder), "rendezvous")
-
-
 def test_rank0_reports_the_whole_dataset(tmp_path):
-    mp.spawn(_worker, args=(_store(tmp_path), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(rendezvous(tmp_path), str(tmp_path)), nprocs=2, join=True)
     rank0 = json.load(open(tmp_path / "rank0.json"))["classification"]
     assert json.load(open(tmp_path / "rank1.json")) == {}
     # With TDE: classes 1/2, 2/2, 2/3 -> top-1 5/7; many 50, medium 100, few 66.67.

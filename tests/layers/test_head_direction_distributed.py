@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distributed_helpers import destroy_process_group, exit_worker
+from distributed_helpers import destroy_process_group, exit_worker, rendezvous
 
 from tde_det.layers import HeadDirection
 
@@ -47,16 +47,11 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
     exit_worker()  # the results are written: no interpreter finalisation (see the helper)
 
 
-def _store(folder) -> str:
-    """A file for the processes to meet at (no TCP port that another test could take)."""
-    return os.path.join(str(folder), "rendezvous")
-
-
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("head_direction_ddp")
     # join=True re-raises any exception of a child, so a failing rank fails the test.
-    mp.spawn(_worker, args=(_store(out_dir), str(out_dir)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(rendezvous(out_dir), str(out_dir)), nprocs=2, join=True)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(2)]
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distributed_helpers import destroy_process_group, exit_worker
+from distributed_helpers import destroy_process_group, exit_worker, rendezvous
 from tools_helpers import load_tool
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -52,7 +52,7 @@ def test_two_processes_give_the_rows_of_one(tiny_detector, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(cfg.dump())
     # join=True re-raises any exception of a child, so a failing rank fails the test.
-    mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(config), weights, str(tmp_path)),
+    mp.spawn(_worker, args=(rendezvous(tmp_path), str(config), weights, str(tmp_path)),
              nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["images"] for r in ranks] == [2, 2]  # 4 validation images, split between them

@@ -77,7 +77,7 @@ def test_unreadable_image_is_named(data, index):
 
 def test_skip_logs_each_unreadable_image_once_and_returns_none(data, caplog):
     mapper = CheckedDatasetMapper(cfg_with("skip"), True)
-    with caplog.at_level(logging.WARNING, logger="tde_det.data.detection.mapper"):
+    with caplog.at_level(logging.WARNING, logger="tde_det.data.map_skipping"):
         assert mapper(data[0]) is None and mapper(data[1]) is None and mapper(data[0]) is None
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 2
