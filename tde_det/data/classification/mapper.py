@@ -8,7 +8,7 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from ..detection import INVALID_ANNOTATION_POLICIES
+from ..detection import check_invalid_annotation_policy
 from ..map_skipping import UnreadableImages
 from .transforms import CenterCrop, ColorJitter, PadRandomCrop, RandomResizedCrop
 
@@ -67,10 +67,7 @@ class ClassificationDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        policy = cfg.DATASETS.INVALID_ANNOTATIONS
-        if policy not in INVALID_ANNOTATION_POLICIES:
-            raise ValueError(f"DATASETS.INVALID_ANNOTATIONS must be one of "
-                             f"{INVALID_ANNOTATION_POLICIES}, got {policy!r}")
+        policy = check_invalid_annotation_policy(cfg.DATASETS.INVALID_ANNOTATIONS)
         return {"is_train": is_train,
                 "augmentations": build_classification_augmentation(cfg, is_train),
                 "image_format": cfg.INPUT.FORMAT,

@@ -4,6 +4,7 @@ from .mapper import CheckedDatasetMapper, MapSkippingUnreadable
 from .lvis import (
     INVALID_ANNOTATION_POLICIES,
     InvalidAnnotationError,
+    check_invalid_annotation_policy,
     load_lvis_json_checked,
     register_lvis_dataset,
     register_lvis_datasets_from_config,

@@ -27,6 +27,7 @@ from detectron2.utils.file_io import PathManager
 from .json_categories import read_categories
 
 __all__ = ["INVALID_ANNOTATION_POLICIES", "MASK_FORMATS", "InvalidAnnotationError",
+           "check_invalid_annotation_policy",
            "load_lvis_json_checked", "register_lvis_dataset", "register_lvis_datasets_from_config",
            "set_invalid_annotation_policy", "use_checked_loader_for_builtin_lvis"]
 
@@ -56,12 +57,19 @@ def _flag(key: str, value: Any) -> bool:
     return bool(value)
 
 
+def check_invalid_annotation_policy(value: str,
+                                    key: str = "DATASETS.INVALID_ANNOTATIONS") -> str:
+    """``value`` if it is one of :data:`INVALID_ANNOTATION_POLICIES`, else ``ValueError``
+    naming ``key``."""
+    if value not in INVALID_ANNOTATION_POLICIES:
+        raise ValueError(f"{key} must be one of {INVALID_ANNOTATION_POLICIES}, got {value!r}")
+    return value
+
+
 def _policy(on_invalid: str, check_image_files: Any, mask_format: str,
             require_masks: Any) -> Dict[str, Any]:
     """The validated policy; errors name the config key each value comes from."""
-    if on_invalid not in INVALID_ANNOTATION_POLICIES:
-        raise ValueError(f"DATASETS.INVALID_ANNOTATIONS (on_invalid) must be one of "
-                         f"{INVALID_ANNOTATION_POLICIES}, got {on_invalid!r}")
+    check_invalid_annotation_policy(on_invalid, "DATASETS.INVALID_ANNOTATIONS (on_invalid)")
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"INPUT.MASK_FORMAT (mask_format) must be one of {MASK_FORMATS}, "
                          f"got {mask_format!r}")
