@@ -1,14 +1,13 @@
 """The moving-average head direction x_bar of Assumption 1, as an nn.Module with a buffer."""
 from contextlib import contextmanager
-from numbers import Real
 from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .tde_math import (HeadDirectionUpdate, check_num_heads, fused_kernels_for, head_norms,
-                       unit_heads)
+from .tde_math import (HeadDirectionUpdate, check_mu, check_num_heads, fused_kernels_for,
+                       head_norms, unit_heads)
 
 __all__ = ["HeadDirection", "frozen_head_directions"]
 
@@ -31,7 +30,7 @@ class HeadDirection(nn.Module):
     def __init__(self, dim: int, num_heads: int = 2, mu: float = 0.9, sync: bool = True,
                  fused: bool = False) -> None:
         super().__init__()
-        check_num_heads(dim, num_heads, what="dim")
+        check_num_heads(dim, num_heads, what="feature (dim)")
         self.dim = dim
         self.num_heads = num_heads
         self.mu = mu
@@ -46,9 +45,7 @@ class HeadDirection(nn.Module):
 
     @mu.setter
     def mu(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"mu must be a number in [0, 1] (Assumption 1), got {value!r}")
-        self._mu = float(value)
+        self._mu = check_mu(value)
 
     @torch.no_grad()
     def update(self, features: Tensor, keep: Optional[Tensor] = None) -> None:

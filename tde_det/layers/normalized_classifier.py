@@ -1,22 +1,14 @@
 """The de-confounded ("causal norm") classifier of eq. 7 and its ablations, as an nn.Module."""
 import math
-from numbers import Real
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .tde_math import HeadDirectionUpdate, check_kind, check_num_heads, classifier_logits
+from .tde_math import (HeadDirectionUpdate, check_kind, check_num_heads, check_real,
+                       classifier_logits)
 
 __all__ = ["NormalizedClassifier"]
-
-
-def _check_real(name: str, value: float, low: float, low_inclusive: bool) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (value >= low if low_inclusive else value > low):
-        raise ValueError(f"{name} must be a finite number {'>=' if low_inclusive else '>'} {low},"
-                         f" got {value!r}")
-    return float(value)
 
 
 class NormalizedClassifier(nn.Module):
@@ -41,9 +33,9 @@ class NormalizedClassifier(nn.Module):
         self.num_classes = num_classes
         self.kind = check_kind(kind)
         self.num_heads = num_heads
-        self.tau = _check_real("tau", tau, 0.0, low_inclusive=False)
-        self.gamma = _check_real("gamma", gamma, 0.0, low_inclusive=True)
-        self.eps = _check_real("eps", eps, 0.0, low_inclusive=False)
+        self.tau = check_real("tau", tau, 0.0, low_inclusive=False)
+        self.gamma = check_real("gamma", gamma, 0.0, low_inclusive=True)
+        self.eps = check_real("eps", eps, 0.0, low_inclusive=False)
         # Triton kernels for training steps on float32 CUDA tensors (MODEL.TDE.FUSED_KERNELS)
         self.fused = bool(fused)
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))

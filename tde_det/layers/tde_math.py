@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .normalized_classifier import NormalizedClassifier
 
 __all__ = [
-    "CLASSIFIER_KINDS", "check_kind", "check_num_heads", "split_heads", "head_norms",
+    "CLASSIFIER_KINDS", "check_kind", "check_num_heads", "check_real", "check_mu",
+    "split_heads", "head_norms",
     "unit_heads", "normalize_features", "normalize_weights", "classifier_logits",
     "classifier_logits_and_tde_bias", "tde_bias", "tde_bias_logits", "tde_logits_and_bias",
     "tde_logits", "background_exempted_probs", "denominators", "fused_kernels_for",
@@ -34,11 +35,12 @@ HeadDirectionUpdate = Tuple[Tensor, Tensor, int, float]
 logger = logging.getLogger(__name__)
 
 
-def check_kind(kind: str) -> str:
-    """Raise a ValueError unless ``kind`` is one of :data:`CLASSIFIER_KINDS`."""
+def check_kind(kind: str, name: str = "classifier kind") -> str:
+    """Raise a ValueError unless ``kind`` is one of :data:`CLASSIFIER_KINDS`. ``name``: what the
+    message calls the value (e.g. its config key)."""
     if kind not in CLASSIFIER_KINDS:
         allowed = ", ".join(CLASSIFIER_KINDS)
-        raise ValueError(f"unknown classifier kind {kind!r}; allowed: {allowed}")
+        raise ValueError(f"{name} {kind!r} is unknown; allowed: {allowed}")
     return kind
 
 
@@ -49,16 +51,35 @@ def _check_normalised(kind: str) -> None:
                          "deconfound); got kind 'linear'")
 
 
-def check_num_heads(dim: int, num_heads: int, what: str = "in_features") -> None:
-    """Raise a ValueError unless ``num_heads >= 1`` and ``dim`` splits into K equal head chunks."""
+def check_num_heads(dim: int, num_heads: int, what: str = "feature (in_features)",
+                    name: str = "num_heads") -> None:
+    """Raise a ValueError unless ``num_heads >= 1`` and the ``dim``-d ``what`` splits into K equal
+    head chunks (eq. 7). ``name``: what the message calls ``num_heads`` (e.g. its config key)."""
     if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(f"num_heads must be an integer >= 1, got {num_heads!r}")
+        raise ValueError(f"{name} must be an integer >= 1, got {num_heads!r}")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"{what} must be an integer >= 1, got {dim!r}")
+        raise ValueError(f"the {what} must have an integer size >= 1, got {dim!r}")
     if dim % num_heads != 0:
         raise ValueError(
-            f"{what}={dim} is not divisible by num_heads={num_heads}: the feature is split into "
-            f"K equal head chunks (eq. 7)")
+            f"{name}={num_heads} does not divide the {dim}-d {what}: eq. 7 splits it into K "
+            f"equal head chunks; choose {name} among the divisors of {dim}")
+
+
+def check_real(name: str, value: float, low: float, low_inclusive: bool) -> float:
+    """``value`` as a float; a ValueError naming ``name`` unless it is a finite real number
+    above ``low`` (or equal to it, with ``low_inclusive``)."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (value >= low if low_inclusive else value > low):
+        raise ValueError(f"{name} must be a finite number {'>=' if low_inclusive else '>'} {low},"
+                         f" got {value!r}")
+    return float(value)
+
+
+def check_mu(mu: float, name: str = "mu") -> float:
+    """``mu`` of Assumption 1 as a float; a ValueError naming ``name`` unless it is in [0, 1]."""
+    if isinstance(mu, bool) or not isinstance(mu, Real) or not 0.0 <= mu <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1] (Assumption 1), got {mu!r}")
+    return float(mu)
 
 
 def split_heads(t: Tensor, num_heads: int) -> Tensor:
@@ -369,11 +390,10 @@ def tde_logits(classifier: "NormalizedClassifier", x: Tensor,
     :func:`tde_bias`). ``head_direction``: the [d] EMA x_bar (raw or unit; only each head's
     direction matters) or a ``HeadDirection`` module. alpha = 0 returns ``classifier(x)``.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha < math.inf:
-        raise ValueError(f"alpha must be a finite number >= 0 (eq. 8), got {alpha!r}")
+    alpha = check_real("alpha (eq. 8)", alpha, 0.0, low_inclusive=True)
     _check_normalised(classifier.kind)
     total, bias = tde_logits_and_bias(classifier, x, head_direction)
-    return total - float(alpha) * bias
+    return total - alpha * bias
 
 
 def background_exempted_probs(total_logits: Tensor, tde_logits: Tensor,

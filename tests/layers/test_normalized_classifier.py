@@ -23,7 +23,8 @@ def test_public_kinds_and_attributes():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(in_features=10, num_heads=3), r"in_features=10.*num_heads=3"),
+    (dict(in_features=10, num_heads=3),
+     r"num_heads=3 does not divide the 10-d feature \(in_features\)"),
     (dict(num_heads=0), r"num_heads.*0"),
     (dict(tau=0.0), r"tau.*0\.0"),
     (dict(tau=-2.0), r"tau.*-2\.0"),

@@ -15,6 +15,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from torch import nn
 
 from tde_det.layers import HeadDirection, NormalizedClassifier, tde_logits
+from tde_det.layers.tde_math import check_real
+
+from ..tde_config_checks import check_tde_config
 
 __all__ = ["TDEImageClassifier"]
 
@@ -57,13 +60,11 @@ class TDEImageClassifier(nn.Module):
             raise ValueError("MODEL.TDE.TEST_TDE=True needs a normalised classifier (TDE, eq. 8, "
                              "is defined for cosine, capsule and deconfound); set "
                              "MODEL.TDE.TEST_TDE False for MODEL.TDE.CLASSIFIER 'linear'")
-        if alpha < 0:
-            raise ValueError(f"MODEL.TDE.ALPHA must be >= 0, got {alpha}")
         self.backbone = backbone
         self.in_feature = in_feature
         self.classifier = classifier
         self.head_direction = head_direction
-        self.alpha = float(alpha)
+        self.alpha = check_real("MODEL.TDE.ALPHA (eq. 8)", alpha, 0.0, low_inclusive=True)
         self.test_tde = bool(test_tde)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -78,12 +79,8 @@ class TDEImageClassifier(nn.Module):
                              f"of backbone {cfg.MODEL.BACKBONE.NAME}; available: {sorted(shapes)} "
                              f"(set the backbone's OUT_FEATURES)")
         dim = shapes[in_feature].channels
+        check_tde_config(cfg, dim, f"feature '{in_feature}' of backbone {cfg.MODEL.BACKBONE.NAME}")
         tde = cfg.MODEL.TDE
-        if isinstance(tde.NUM_HEADS, int) and tde.NUM_HEADS >= 1 and dim % tde.NUM_HEADS:
-            raise ValueError(
-                f"MODEL.TDE.NUM_HEADS={tde.NUM_HEADS} does not divide the {dim}-d feature "
-                f"'{in_feature}' of backbone {cfg.MODEL.BACKBONE.NAME}: eq. 7 splits the "
-                f"feature into K equal heads; choose NUM_HEADS among the divisors of {dim}")
         classifier = NormalizedClassifier(
             dim, cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES, kind=tde.CLASSIFIER,
             num_heads=tde.NUM_HEADS, tau=tde.TAU, gamma=tde.GAMMA, eps=tde.FEATURE_EPS,

@@ -17,7 +17,9 @@ from tde_det.layers import (
     background_exempted_probs,
     tde_logits_and_bias,
 )
-from tde_det.layers.tde_math import split_heads, unit_heads
+from tde_det.layers.tde_math import check_real, split_heads, unit_heads
+
+from ..tde_config_checks import check_tde_config
 
 __all__ = ["TDEClassLogits", "TDEFastRCNNOutputLayers"]
 
@@ -102,15 +104,15 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not 0 <= value < math.inf:
-            raise ValueError(f"MODEL.TDE.ALPHA must be a finite number >= 0 (eq. 8), got {value!r}")
-        self._alpha = float(value)
+        self._alpha = check_real("MODEL.TDE.ALPHA (eq. 8)", value, 0.0, low_inclusive=True)
 
     @classmethod
     def from_config(cls, cfg, input_shape, **kwargs):
         ret = super().from_config(cfg, input_shape)
         ret.update(kwargs)  # e.g. the cascade stage's box2box_transform
+        dim = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
+        check_tde_config(cfg, dim, "box-head feature (MODEL.ROI_BOX_HEAD.FC_DIM; without fc "
+                                   "layers, CONV_DIM x POOLER_RESOLUTION^2)")
         tde = cfg.MODEL.TDE
         ret.update(classifier_kind=tde.CLASSIFIER, num_heads=tde.NUM_HEADS, tau=tde.TAU,
                    gamma=tde.GAMMA, feature_eps=tde.FEATURE_EPS, alpha=tde.ALPHA,

@@ -116,6 +116,21 @@ def test_feature_not_divisible_by_heads_names_the_config_keys():
         build_model(_cfg(NUM_HEADS=3))
 
 
+@pytest.mark.parametrize("tde, match", [
+    (dict(CLASSIFIER="causal"), r"MODEL.TDE.CLASSIFIER 'causal' is unknown"),
+    (dict(NUM_HEADS=0), r"MODEL.TDE.NUM_HEADS must be an integer >= 1, got 0"),
+    (dict(TAU=-1.0), r"MODEL.TDE.TAU must be a finite number > 0.0, got -1.0"),
+    (dict(GAMMA=float("nan")), r"MODEL.TDE.GAMMA must be a finite number >= 0.0, got nan"),
+    (dict(FEATURE_EPS=-1e-9), r"MODEL.TDE.FEATURE_EPS must be a finite number > 0.0"),
+    # NaN passed the classifier's old "alpha < 0" check and failed only at the first test image
+    (dict(ALPHA=float("nan")), r"MODEL.TDE.ALPHA \(eq. 8\) must be a finite number >= 0.0"),
+    (dict(MU=-0.1), r"MODEL.TDE.MU must be a number in \[0, 1\]"),
+])
+def test_a_wrong_tde_value_names_its_config_key(tde, match):
+    with pytest.raises(ValueError, match=match):
+        build_model(_cfg(**tde))
+
+
 def test_unknown_in_feature_names_the_config_key():
     cfg = _cfg()
     cfg.MODEL.IMAGE_CLASSIFIER.IN_FEATURE = "res4"

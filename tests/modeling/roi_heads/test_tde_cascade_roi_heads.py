@@ -42,6 +42,28 @@ def build(**tde):
     return heads
 
 
+# A wrong MODEL.TDE value is reported by its config key, before anything is built.
+BAD_TDE_VALUES = [
+    (dict(CLASSIFIER="causal"), r"MODEL.TDE.CLASSIFIER 'causal' is unknown; allowed: linear, "),
+    (dict(NUM_HEADS=3), r"MODEL.TDE.NUM_HEADS=3 does not divide the 16-d box-head feature "
+                        r"\(MODEL.ROI_BOX_HEAD.FC_DIM"),
+    (dict(NUM_HEADS=0), r"MODEL.TDE.NUM_HEADS must be an integer >= 1, got 0"),
+    (dict(TAU=0.0), r"MODEL.TDE.TAU must be a finite number > 0.0, got 0.0"),
+    (dict(TAU=float("inf")), r"MODEL.TDE.TAU must be a finite number > 0.0, got inf"),
+    (dict(GAMMA=-0.5), r"MODEL.TDE.GAMMA must be a finite number >= 0.0, got -0.5"),
+    (dict(FEATURE_EPS=0.0), r"MODEL.TDE.FEATURE_EPS must be a finite number > 0.0, got 0.0"),
+    (dict(ALPHA=float("nan")), r"MODEL.TDE.ALPHA \(eq. 8\) must be a finite number >= 0.0"),
+    (dict(ALPHA=-1.0), r"MODEL.TDE.ALPHA \(eq. 8\) must be a finite number >= 0.0, got -1.0"),
+    (dict(MU=1.5), r"MODEL.TDE.MU must be a number in \[0, 1\] \(Assumption 1\), got 1.5"),
+]
+
+
+@pytest.mark.parametrize("tde, match", BAD_TDE_VALUES)
+def test_a_wrong_tde_value_names_its_config_key(tde, match):
+    with pytest.raises(ValueError, match=match):
+        build(**tde)
+
+
 def inputs(seed=0, n=40):
     g = torch.Generator().manual_seed(seed)
     features = {"p2": torch.randn(2, 8, 32, 32, generator=g)}

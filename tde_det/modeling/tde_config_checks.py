@@ -1,0 +1,22 @@
+"""The ``MODEL.TDE`` keys checked against the rules of the TDE layers, with errors that name the
+key: a wrong value in a yaml file or an override is reported as the config key a user sets, not as
+a layer's argument."""
+from detectron2.config import CfgNode
+
+from tde_det.layers.tde_math import check_kind, check_mu, check_num_heads, check_real
+
+__all__ = ["check_tde_config"]
+
+
+def check_tde_config(cfg: CfgNode, feature_dim: int, feature: str) -> None:
+    """Raise a ValueError naming the ``MODEL.TDE`` key whose value eq. 7, eq. 8 or Assumption 1
+    cannot take. ``feature_dim`` / ``feature``: the size and a description of the feature x that
+    the classifier takes, which ``MODEL.TDE.NUM_HEADS`` must divide (eq. 7)."""
+    tde = cfg.MODEL.TDE
+    check_kind(tde.CLASSIFIER, name="MODEL.TDE.CLASSIFIER")
+    check_num_heads(feature_dim, tde.NUM_HEADS, what=feature, name="MODEL.TDE.NUM_HEADS")
+    check_real("MODEL.TDE.TAU", tde.TAU, 0.0, low_inclusive=False)
+    check_real("MODEL.TDE.GAMMA", tde.GAMMA, 0.0, low_inclusive=True)
+    check_real("MODEL.TDE.FEATURE_EPS", tde.FEATURE_EPS, 0.0, low_inclusive=False)
+    check_real("MODEL.TDE.ALPHA (eq. 8)", tde.ALPHA, 0.0, low_inclusive=True)
+    check_mu(tde.MU, name="MODEL.TDE.MU")
