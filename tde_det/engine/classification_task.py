@@ -16,12 +16,13 @@ from tde_det.data.classification import (
 )
 from tde_det.evaluation import ClassificationEvaluator
 from tde_det.layers import HeadDirection
+from tde_det.layers.tde_math import check_real
 
 from .dataset_checks import check_config_splits
 from .mu_schedule_hook import MuScheduleHook
 
 __all__ = ["META_ARCHITECTURES", "build_train_loader", "build_test_loader", "build_evaluator",
-           "build_hooks", "check_datasets"]
+           "build_hooks", "check_datasets", "check_evaluation_config"]
 
 META_ARCHITECTURES = frozenset({"TDEImageClassifier"})
 
@@ -46,6 +47,24 @@ def check_datasets(cfg: CfgNode, training: bool = True,
     ``DATASETS.TEST``."""
     _prepare(cfg)
     check_config_splits(cfg, training, test)
+    check_evaluation_config(cfg)
+
+
+def check_evaluation_config(cfg: CfgNode) -> None:
+    """``TEST.CLASSIFICATION``'s batch size, top-k and shot-group thresholds, checked before
+    training rather than at the first evaluation; a ValueError names the key."""
+    c = cfg.TEST.CLASSIFICATION
+    for key, low in (("IMS_PER_BATCH", 1), ("TOPK", 1), ("MANY_THRESHOLD", 0),
+                     ("FEW_THRESHOLD", 0)):
+        value = c.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"TEST.CLASSIFICATION.{key} must be an integer >= {low}, "
+                             f"got {value!r}")
+    if c.FEW_THRESHOLD > c.MANY_THRESHOLD + 1:
+        raise ValueError(f"TEST.CLASSIFICATION.FEW_THRESHOLD={c.FEW_THRESHOLD} exceeds "
+                         f"MANY_THRESHOLD={c.MANY_THRESHOLD} + 1: a class with n training "
+                         f"images is few when n < FEW_THRESHOLD and many when n > "
+                         f"MANY_THRESHOLD, so the groups would overlap")
 
 
 def build_train_loader(cfg: CfgNode):
@@ -75,5 +94,6 @@ def build_hooks(cfg: CfgNode, trainer) -> List[HookBase]:
         raise ValueError(f"MODEL.TDE.MU_SCHEDULE must be one of {MU_SCHEDULES}, got {schedule!r}")
     if schedule == "constant":
         return []
+    check_real("MODEL.TDE.MU_LR_SCALE", cfg.MODEL.TDE.MU_LR_SCALE, 0.0, low_inclusive=True)
     head_directions = [m for m in trainer.model.modules() if isinstance(m, HeadDirection)]
     return [MuScheduleHook(head_directions, cfg.MODEL.TDE.MU, cfg.MODEL.TDE.MU_LR_SCALE)]

@@ -52,6 +52,10 @@ def test_build_hooks_follows_the_config():
     cfg.MODEL.TDE.MU = 0.9
     (hook,) = classification_task.build_hooks(cfg, trainer)
     assert isinstance(hook, MuScheduleHook) and hook.head_directions == [model[0]]
+    cfg.MODEL.TDE.MU_LR_SCALE = -50.0  # mu would leave [0, 1] at the first iteration
+    with pytest.raises(ValueError, match=r"MODEL.TDE.MU_LR_SCALE must be a finite number >= 0.0, "
+                                         r"got -50.0"):
+        classification_task.build_hooks(cfg, trainer)
     cfg.MODEL.TDE.MU_SCHEDULE = "cosine"
     with pytest.raises(ValueError, match="MU_SCHEDULE"):
         classification_task.build_hooks(cfg, trainer)
@@ -87,3 +91,33 @@ def test_test_time_augmentation_is_refused_for_a_classifier():
         check_test_time_augmentation(cfg)
     cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     check_test_time_augmentation(cfg)  # detection: allowed
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("TOPK", 0, r"TEST.CLASSIFICATION.TOPK must be an integer >= 1, got 0"),
+    ("IMS_PER_BATCH", 0, r"TEST.CLASSIFICATION.IMS_PER_BATCH must be an integer >= 1, got 0"),
+    ("MANY_THRESHOLD", -1, r"TEST.CLASSIFICATION.MANY_THRESHOLD must be an integer >= 0"),
+    ("FEW_THRESHOLD", 102, r"TEST.CLASSIFICATION.FEW_THRESHOLD=102 exceeds MANY_THRESHOLD=100 "
+                           r"\+ 1: .* the groups would overlap"),
+])
+def test_evaluation_keys_are_checked_before_training(tmp_path, key, value, match):
+    from tde_det.engine import Trainer
+
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "TDEImageClassifier"
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("cifar10_lt_r10_train",), ("cifar10_lt_r10_val",)
+    classification_task.check_datasets(cfg)
+    cfg.TEST.CLASSIFICATION[key] = value
+    with pytest.raises(ValueError, match=match):
+        Trainer(cfg)  # before the model and the data are built
+
+
+def test_few_threshold_may_be_one_above_many_threshold():
+    """FEW 101, MANY 100: n <= 100 is few and n >= 101 many (no medium group); no class fits
+    two definitions."""
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.TEST.CLASSIFICATION.FEW_THRESHOLD = 101
+    classification_task.check_evaluation_config(cfg)
