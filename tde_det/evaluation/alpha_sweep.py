@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Dict, Iterable, List, Sequence, Tuple
 
-import numpy as np
 import torch
 from detectron2.utils import comm
 

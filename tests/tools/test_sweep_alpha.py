@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from detectron2.utils import comm
 from tools_helpers import REPO, load_tool, lvis_overrides
 

@@ -1,6 +1,5 @@
 """Fashion-MNIST-LT: IDX reading, the long-tailed / validation / test splits, registration."""
 import gzip
-import os
 
 import numpy as np
 import pytest
