@@ -79,10 +79,11 @@ def _add_detection_config(cfg: CN) -> None:
     # training starts; "skip" drops them and logs a count. An image file that cannot be read
     # (corrupt, truncated) is met when it is first drawn: "error" stops naming it; "skip" logs
     # it and trains on other images (evaluation never skips an image). The classification task
-    # applies the policy to its training images that cannot be read (its split files are
-    # checked line by line and always stop on a malformed line).
+    # applies the policy to its training images that are missing or cannot be read (its split
+    # files are checked line by line and always stop on a malformed line).
     cfg.DATASETS.INVALID_ANNOTATIONS = "error"
-    # Check that every image file exists when the dataset is loaded (one stat per image).
+    # Check that every image file exists when the dataset is loaded (LVIS format) or its loader
+    # is built (classification split files): one stat per image.
     cfg.DATASETS.CHECK_IMAGE_FILES = True
     # LVIS evaluation (--eval-only, evaluation during training, tools/sweep_alpha.py,
     # tools/diagnose.py): True computes the LVIS API's metrics with FastLVISEval

@@ -109,10 +109,10 @@ def folder_with_broken_images(tmp_path):
     return tmp_path, split
 
 
-def broken_cfg(root, split, policy):
-    cfg = split_file_cfg(f"brokenfolder_{policy}", root, train=split)
+def broken_cfg(root, split, policy, name="brokenfolder"):
+    cfg = split_file_cfg(f"{name}_{policy}", root, train=split)
     cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES = 2
-    cfg.DATASETS.TRAIN = (f"brokenfolder_{policy}_train",)
+    cfg.DATASETS.TRAIN = (f"{name}_{policy}_train",)
     cfg.DATASETS.INVALID_ANNOTATIONS = policy
     cfg.INPUT.CLASSIFICATION.AUGMENTATION = "none"
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS = 4, 0
@@ -151,3 +151,61 @@ def test_training_stops_on_an_unreadable_image_by_default(folder_with_broken_ima
     with pytest.raises(ValueError, match=r"DATASETS.INVALID_ANNOTATIONS must be one of "
                        r"\('error', 'skip'\), got 'drop'"):
         ClassificationDatasetMapper(cfg, True)
+
+
+@pytest.fixture
+def folder_with_missing_images(tmp_path):
+    """A split file of 15 images of 2 classes, of which only g0.png, g1.png and g2.png exist."""
+    from PIL import Image
+
+    lines = [f"m{i}.png {i % 2}" for i in range(12)]
+    for i in range(3):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / f"g{i}.png")
+        lines.append(f"g{i}.png {i % 2}")
+    return tmp_path, write(tmp_path / "train.txt", "\n".join(lines) + "\n")
+
+
+def test_missing_image_files_are_listed_before_training(folder_with_missing_images):
+    from tde_det.data.classification import build_classification_train_loader
+
+    root, split = folder_with_missing_images
+    cfg = broken_cfg(root, split, "error", "missingfolder")
+    with pytest.raises(FileNotFoundError) as e:
+        build_classification_train_loader(cfg)  # when the dataset is loaded, not at a read
+    message = str(e.value)
+    assert message.startswith("12 of the 15 image files of dataset missingfolder_error_train do "
+                              "not exist:\n  " + str(root / "m0.png") + "\n")
+    assert [ln.strip() for ln in message.splitlines()[1:12]] == \
+        [str(root / f"m{i}.png") for i in range(10)] + ["... and 2 more"]
+    assert "DATASETS.INVALID_ANNOTATIONS skip" in message and "IMAGE_ROOT" in message
+    cfg.DATASETS.CHECK_IMAGE_FILES = False  # then the first missing image read stops it
+    with pytest.raises(OSError, match=r"cannot read image .*m\d+.png"):
+        for _, _ in zip(range(20), build_classification_train_loader(cfg)):
+            pass
+
+
+def test_missing_image_files_are_left_out_of_training_when_asked(folder_with_missing_images,
+                                                                 caplog):
+    from tde_det.data.classification import (build_classification_test_loader,
+                                             build_classification_train_loader)
+
+    root, split = folder_with_missing_images
+    cfg = broken_cfg(root, split, "skip", "missingfolder")
+    with caplog.at_level("WARNING", logger="tde_det"):
+        batches = [b for _, b in zip(range(5), build_classification_train_loader(cfg))]
+    assert {d["image_id"] for b in batches for d in b} == {12, 13, 14}
+    (warning,) = [r.getMessage() for r in caplog.records if "do not exist" in r.getMessage()]
+    assert warning.startswith("12 of the 15 image files of dataset missingfolder_skip_train")
+    assert warning.endswith("They are left out of training (DATASETS.INVALID_ANNOTATIONS skip).")
+    # evaluation needs every image, whatever the policy
+    with pytest.raises(FileNotFoundError, match="12 of the 15 image files"):
+        build_classification_test_loader(cfg, "missingfolder_skip_train")
+
+
+def test_a_split_none_of_whose_images_exists_is_an_error_even_when_skipping(tmp_path):
+    from tde_det.data.classification import build_classification_train_loader
+
+    cfg = broken_cfg(tmp_path, write(tmp_path / "train.txt", "a.png 0\nb.png 1\n"), "skip",
+                     "emptyfolder")
+    with pytest.raises(FileNotFoundError, match=r"2 of the 2 image files .* do not exist"):
+        build_classification_train_loader(cfg)
