@@ -8,9 +8,7 @@ code as :class:`~tde_det.evaluation.ClassificationEvaluator`, so a row equals wh
 evaluating with TDE, whatever the config's ``MODEL.TDE.TEST_TDE`` (alpha = 0 is eq. 7).
 """
 import logging
-import math
 from dataclasses import dataclass
-from numbers import Real
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 import torch
@@ -18,6 +16,7 @@ from detectron2.utils import comm
 
 from tde_det.data.classification import shot_groups, train_class_counts
 from tde_det.layers import tde_bias_logits
+from tde_det.layers.tde_math import check_real
 
 from .classification_evaluation import accuracy_metrics
 
@@ -49,11 +48,7 @@ class ClassificationCache:
 
 def check_alphas(alphas: Iterable[float]) -> List[float]:
     """The alphas as floats; a clear error for an empty list or a negative / non-finite one."""
-    out = []
-    for a in alphas:
-        if isinstance(a, bool) or not isinstance(a, Real) or not 0 <= a < math.inf:
-            raise ValueError(f"every alpha must be a finite number >= 0 (eq. 8), got {a!r}")
-        out.append(float(a))
+    out = [check_real("every alpha (eq. 8)", a, 0.0, low_inclusive=True) for a in alphas]
     if not out:
         raise ValueError("no alpha to sweep: give at least one (e.g. --alphas 0 0.5 1 1.5 2 3)")
     return out

@@ -53,7 +53,8 @@ def test_rows_best_alpha_and_bad_alphas():
     with pytest.raises(ValueError, match="unknown metric"):
         best_alpha(rows, "AP")
     for bad in ([], [-1.0], [math.inf], [float("nan")]):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"no alpha to sweep|every alpha \(eq. 8\) must be "
+                                             r"a finite number >= 0.0"):
             check_alphas(bad)
 
 
