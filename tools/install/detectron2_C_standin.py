@@ -11,9 +11,9 @@ of them through this stand-in raises an error that names the op and says how to 
 TDE_DET_STANDIN = True
 
 _HOW_TO_FIX = (
-    "detectron2 was installed by tde-det's install.sh from the Python sources of Detectron2 "
-    "v0.6 without its compiled extension. To use this op, build Detectron2 from source with its "
-    "C++/CUDA ops (python -m pip install 'git+https://github.com/facebookresearch/detectron2.git'"
+    "detectron2 was installed by tde-det's install.sh from Detectron2's Python sources "
+    "without its compiled extension (`pip show detectron2` gives the version). To use this op, "
+    "build Detectron2 from source with its C++/CUDA ops (python -m pip install 'git+https://github.com/facebookresearch/detectron2.git'"
     " or a local clone with `pip install -e .`), then re-run install.sh, which keeps a compiled "
     "Detectron2."
 )
