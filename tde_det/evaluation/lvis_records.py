@@ -33,7 +33,6 @@ import logging
 import os
 from typing import Dict, List, Optional
 
-import pycocotools.mask as mask_utils
 from detectron2.evaluation import LVISEvaluator
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
@@ -65,23 +64,15 @@ def lvis_results(ground_truth: LVIS, records: List[Dict], iou_type: str,
     """``LVISResults`` of one-level copies of ``records`` (json category ids), for the task
     ``iou_type``. ``LVISResults`` writes "area", "id" and, from a mask, a box into the copies.
 
-    For "segm" the result is what ``LVISResults`` makes of the records without their "bbox"
-    (as Detectron2 evaluates masks): area and box of the mask, so that the area ranges use
-    the mask's area. ``LVISResults`` would compute them with two pycocotools calls per record
-    (0.024 s of the boxes alone in a 10-alpha sweep of 8 images); here one call each computes
-    all of them, handed to ``LVISResults`` as the copies' "bbox", and the areas its box branch
-    writes (width x height) are then replaced by the masks' areas."""
-    if iou_type != "segm" or not records:
-        return LVISResults(without_annotation_list(ground_truth), [dict(r) for r in records],
-                           max_dets=max_dets)
-    masks = [r["segmentation"] for r in records]
-    boxes, areas = mask_utils.toBbox(masks), mask_utils.area(masks)
-    copies = [dict(r, bbox=box) for r, box in zip(records, boxes)]
-    results = LVISResults(without_annotation_list(ground_truth), copies, max_dets=max_dets)
-    area_of = {id(c): a for c, a in zip(copies, areas)}
-    for ann in results.dataset["annotations"]:  # those within max_dets
-        ann["area"] = area_of[id(ann)]
-    return results
+    For "segm" the copies lack "bbox" (as Detectron2 evaluates masks), so that ``LVISResults``
+    takes each area and box from the mask and the area ranges use the mask's area. It calls
+    pycocotools once per record: ``mask.area`` of more than 255 masks in one call fails under
+    numpy >= 2."""
+    if iou_type == "segm":
+        copies = [{k: v for k, v in r.items() if k != "bbox"} for r in records]
+    else:
+        copies = [dict(r) for r in records]
+    return LVISResults(without_annotation_list(ground_truth), copies, max_dets=max_dets)
 
 
 def run_lvis_evaluation(ground_truth: LVIS, records: List[Dict], iou_type: str, max_dets: int,

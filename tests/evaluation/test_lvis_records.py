@@ -73,7 +73,7 @@ def test_evaluation_copies_the_records(dataset):
 
 @pytest.mark.parametrize("max_dets", [300, 3])
 def test_mask_results_are_the_lvis_apis_of_the_records_without_box(dataset, max_dets):
-    """lvis_results for "segm" computes the masks' areas and boxes in one call each: the
+    """lvis_results for "segm": the
     annotations (order, ids, areas, boxes, every other field) are those LVISResults makes of
     the records without "bbox", as Detectron2 hands them; at most max_dets per image."""
     inputs, records = _records(dataset, seed=5)
@@ -188,3 +188,20 @@ def test_dataset_records_use_the_json_category_ids(dataset):
     plain_ids.process_records(inputs, records)
     assert [r["category_id"] for r in plain_ids.dataset_records()] == [
         r["category_id"] + 1 for rs in records for r in rs]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_no_pycocotools_area_call_gets_more_than_255_masks(dataset, monkeypatch, fast):
+    """pycocotools' ``mask.area`` of more than 255 RLEs in one call raises OverflowError under
+    numpy >= 2: the mask evaluation of many detections never makes such a call."""
+    inputs, records = _records(dataset, seed=7)
+    ev = RecordsLVISEvaluator(NAME, ("segm",), distributed=False, output_dir="")
+    flat = RecordsLVISEvaluator._json_records(ev, [{"instances": r} for r in records]) * 12
+    assert len(flat) > 255
+    sizes = []
+    area = mask_utils.area
+    monkeypatch.setattr(mask_utils, "area", lambda rles: sizes.append(
+        len(rles) if isinstance(rles, list) else 1) or area(rles))
+    metrics = evaluate_lvis_records(ev.ground_truth, flat, "segm", fast=fast)
+    assert 0 < metrics["AP"] < 100
+    assert sizes and max(sizes) <= 255, max(sizes)
