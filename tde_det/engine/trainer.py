@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, HookBase, hooks
+from detectron2.engine.train_loop import TrainerBase
 from detectron2.modeling import GeneralizedRCNNWithTTA
 
 from tde_det.layers import frozen_head_directions
@@ -51,6 +52,24 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg: CfgNode):
         self.check_datasets(cfg)
         super().__init__(cfg)
+
+    def load_state_dict(self, state_dict: Dict) -> None:
+        """Detectron2's, which also takes the trainer state that Detectron2 0.6 saved when a
+        later Detectron2 runs: 0.6 kept the iteration and the hooks' states (the LR scheduler's)
+        but not the optimizer's, which later versions expect in "_trainer" (a bare KeyError).
+        The optimizer then starts afresh, as it did on every resume under 0.6, with a warning."""
+        if "_trainer" in state_dict or "state_dict" not in vars(DefaultTrainer):
+            super().load_state_dict(state_dict)
+            return
+        TrainerBase.load_state_dict(self, state_dict)
+        self._trainer.iter = self.iter
+        lost = ["the optimizer's state (momentum buffers)"]
+        if self.cfg.SOLVER.AMP.ENABLED:
+            lost.append("the AMP grad scaler")
+        logger.warning(
+            f"Resuming from a checkpoint of Detectron2 0.6's trainer (no '_trainer' state): the "
+            f"model, the iteration ({self.iter}) and the hooks' states (LR scheduler) are "
+            f"restored; 0.6 did not save {' and '.join(lost)}, which start afresh.")
 
     @classmethod
     def check_datasets(cls, cfg: CfgNode, training: bool = True,
