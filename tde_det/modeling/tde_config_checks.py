@@ -5,7 +5,7 @@ from detectron2.config import CfgNode
 
 from tde_det.layers.tde_math import check_kind, check_mu, check_num_heads, check_real
 
-__all__ = ["check_tde_config"]
+__all__ = ["check_softmax_box_head", "check_tde_config"]
 
 
 def check_tde_config(cfg: CfgNode, feature_dim: int, feature: str) -> None:
@@ -20,3 +20,16 @@ def check_tde_config(cfg: CfgNode, feature_dim: int, feature: str) -> None:
     check_real("MODEL.TDE.FEATURE_EPS", tde.FEATURE_EPS, 0.0, low_inclusive=False)
     check_real("MODEL.TDE.ALPHA (eq. 8)", tde.ALPHA, 0.0, low_inclusive=True)
     check_mu(tde.MU, name="MODEL.TDE.MU")
+
+
+def check_softmax_box_head(cfg: CfgNode) -> None:
+    """Raise a ValueError naming ``MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE`` / ``USE_FED_LOSS`` (keys of
+    later Detectron2 versions) when a config turns them on for the TDE box heads: eq. 8 and
+    eq. 9 are written for a softmax over the classes and background, trained with softmax CE."""
+    head = cfg.MODEL.ROI_BOX_HEAD
+    on = [f"MODEL.ROI_BOX_HEAD.{k}" for k in ("USE_SIGMOID_CE", "USE_FED_LOSS") if head.get(k)]
+    if on:
+        raise ValueError(
+            f"{' and '.join(on)} True: the TDE box predictor is a softmax classifier with a "
+            f"background class (eq. 7-9) and supports neither the sigmoid nor the federated loss;"
+            f" set {' and '.join(k + ' False' for k in on)}")

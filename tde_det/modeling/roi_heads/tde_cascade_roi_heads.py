@@ -2,6 +2,7 @@
 from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads
 
+from ..tde_config_checks import check_softmax_box_head
 from .tde_fast_rcnn import TDEFastRCNNOutputLayers
 
 __all__ = ["TDECascadeROIHeads"]
@@ -21,6 +22,7 @@ class TDECascadeROIHeads(CascadeROIHeads):
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
+        check_softmax_box_head(cfg)  # before Detectron2 builds its own predictors with them
         ret = super()._init_box_head(cfg, input_shape)
         ret["box_predictors"] = [
             TDEFastRCNNOutputLayers(cfg, head.output_shape,

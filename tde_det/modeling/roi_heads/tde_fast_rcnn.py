@@ -19,7 +19,7 @@ from tde_det.layers import (
 )
 from tde_det.layers.tde_math import check_real, split_heads, unit_heads
 
-from ..tde_config_checks import check_tde_config
+from ..tde_config_checks import check_softmax_box_head, check_tde_config
 
 __all__ = ["TDEClassLogits", "TDEFastRCNNOutputLayers"]
 
@@ -108,6 +108,7 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
 
     @classmethod
     def from_config(cls, cfg, input_shape, **kwargs):
+        check_softmax_box_head(cfg)  # before Detectron2 reads them
         ret = super().from_config(cfg, input_shape)
         ret.update(kwargs)  # e.g. the cascade stage's box2box_transform
         dim = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)

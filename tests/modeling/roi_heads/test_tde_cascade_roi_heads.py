@@ -64,6 +64,23 @@ def test_a_wrong_tde_value_names_its_config_key(tde, match):
         build(**tde)
 
 
+@pytest.mark.parametrize("keys", [("USE_SIGMOID_CE",), ("USE_FED_LOSS",),
+                                  ("USE_SIGMOID_CE", "USE_FED_LOSS")])
+def test_sigmoid_and_federated_losses_are_refused_by_key(keys):
+    """Detectron2 main's MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE / USE_FED_LOSS (set here as new keys,
+    so on 0.6 too) cannot be used with the softmax TDE heads: the error names them."""
+    cfg = tiny_cfg()
+    for key in keys:
+        setattr(cfg.MODEL.ROI_BOX_HEAD, key, True)
+    with pytest.raises(ValueError, match=" and ".join(f"MODEL.ROI_BOX_HEAD.{k}" for k in keys)
+                       + r" True: the TDE box predictor is a softmax classifier"):
+        build_roi_heads(cfg, {"p2": ShapeSpec(channels=8, stride=4)})
+    for key in keys:
+        setattr(cfg.MODEL.ROI_BOX_HEAD, key, False)
+    assert isinstance(build_roi_heads(cfg, {"p2": ShapeSpec(channels=8, stride=4)}),
+                      TDECascadeROIHeads)
+
+
 def inputs(seed=0, n=40):
     g = torch.Generator().manual_seed(seed)
     features = {"p2": torch.randn(2, 8, 32, 32, generator=g)}
