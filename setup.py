@@ -10,6 +10,7 @@ setup(
     name="tde-det",
     version="0.1.0",
     description="Total-Direct-Effect long-tailed recognition for Detectron2 (detection and classification)",
+    license="Apache-2.0",
     python_requires=">=3.8",
     packages=find_packages(include=["tde_det", "tde_det.*"]),
     install_requires=["torch", "torchvision", "fvcore", "pycocotools", "lvis", "matplotlib"],
