@@ -119,6 +119,29 @@ def test_eval_only_refuses_a_misspelt_test_split_before_loading_anything(trained
     assert "Loading from" not in log  # the checkpointer's line: no weights were loaded
 
 
+def test_eval_only_refuses_plain_detectron2_weights_with_tde(trained, tmp_path):
+    """A stock CascadeROIHeads checkpoint has no head directions: with TDE on, eq. 8 would be
+    eq. 7 under TDE's name; the error names MODEL.WEIGHTS and the buffers, before any image."""
+    paths, _, _ = trained
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(CONFIG)
+    cfg.MODEL.ROI_HEADS.NAME = "CascadeROIHeads"
+    DetectionCheckpointer(Trainer.build_model(cfg), save_dir=str(tmp_path)).save("plain")
+    weights = str(tmp_path / "plain.pth")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+                           "--config-file", CONFIG, "--eval-only",
+                           *tiny_overrides(paths, str(tmp_path / "eval")), "MODEL.WEIGHTS",
+                           weights], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    assert f"RuntimeError: MODEL.WEIGHTS {weights!r} has no head direction" in log
+    assert "missing from the checkpoint: " + ", ".join(
+        f"roi_heads.box_predictor.{s}.head_direction.ema" for s in range(3)) in log
+    assert "Start inference" not in log
+
+
 TTA = ["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(48, 64)", "TEST.AUG.MAX_SIZE", "200"]
 
 
