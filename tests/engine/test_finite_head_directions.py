@@ -10,10 +10,9 @@ from detectron2.config import get_cfg
 from detectron2.engine import HookBase, hooks
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
+from tiny_fashion_mnist import tiny_fashion_mnist_cfg
 
 from tde_det import add_tde_config
-from tde_det.data.classification import register_fashion_mnist_lt
-from tde_det.data.classification.synthetic import write_fashion_mnist_idx
 from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import Trainer
 from tde_det.engine.head_direction_hook import FiniteHeadDirections, named_head_directions
@@ -86,16 +85,8 @@ def test_detection_training_stops_naming_the_stage(lvis, tmp_path):
 
 
 def test_classifier_training_stops_too(tmp_path):
-    root = write_fashion_mnist_idx(str(tmp_path / "fm"), per_class=20, test_per_class=2)
-    register_fashion_mnist_lt("finite_hd_fm", 2, seed=0, val_per_class=1, root=root)
-    cfg = get_cfg()
-    add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "fashion_mnist_lt_r10_deconfound.yaml"))
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", "('finite_hd_fm_train',)", "DATASETS.TEST", "()",
-        "SOLVER.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
-        "SOLVER.MAX_ITER", "5", "OUTPUT_DIR", str(tmp_path / "out")])
-    trainer = Trainer(cfg)
+    trainer = Trainer(tiny_fashion_mnist_cfg("finite_hd_fm", str(tmp_path), False,
+                                             "SOLVER.MAX_ITER", "5"))
     trainer.register_hooks([NaNAt(trainer.model.head_direction, 3)])
     with pytest.raises(FloatingPointError, match=r"at iteration=3: \(buffer 'head_direction.ema'\)"):
         trainer.train()
