@@ -11,6 +11,14 @@ def add_tde_config(cfg: CN) -> None:
     _add_method_config(cfg)
     _add_detection_config(cfg)
     _add_classification_config(cfg)
+    _add_run_config(cfg)
+
+
+def _add_run_config(cfg: CN) -> None:
+    """Keys of how a run is started, shared by both tasks."""
+    # --resume compares the model-defining MODEL keys with OUTPUT_DIR/config.yaml of the run
+    # it resumes and stops if any differ (tde_det/engine/resume_check.py); True resumes anyway.
+    cfg.RESUME_ALLOW_MODEL_CHANGE = False
 
 
 def _add_method_config(cfg: CN) -> None:

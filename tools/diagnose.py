@@ -27,7 +27,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (
     DatasetCatalog,
     DatasetMapper,
@@ -40,7 +39,7 @@ from detectron2.engine import default_argument_parser
 import tde_det  # noqa: F401  (registration)
 from tde_det.data.classification import train_class_counts
 from tde_det.data.detection import register_lvis_datasets_from_config
-from tde_det.engine import Trainer, setup
+from tde_det.engine import TDECheckpointer, Trainer, setup
 from tde_det.evaluation.alpha_sweep import collect_classification_cache
 from tde_det.evaluation.detection_alpha_sweep import (
     DetectionAlphaSweep,
@@ -154,7 +153,7 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     register_lvis_datasets_from_config(cfg)
     counts = train_images_per_class(cfg.DATASETS.TRAIN, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    TDECheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
     heads = model.roi_heads
     if not isinstance(heads, TDECascadeROIHeads):
@@ -214,7 +213,7 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
 
 def diagnose_classifier(cfg, dataset: str, output: str) -> List[Dict]:
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    TDECheckpointer(model).load(cfg.MODEL.WEIGHTS)
     loader = Trainer.build_test_loader(cfg, dataset)
     x, labels = collect_features(model, loader)
     c = model.classifier

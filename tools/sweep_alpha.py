@@ -26,12 +26,11 @@ import time
 from typing import Dict, List
 
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.engine import default_argument_parser
 
 import tde_det  # noqa: F401  (registration)
-from tde_det.engine import Trainer, setup, task_for
+from tde_det.engine import TDECheckpointer, Trainer, setup, task_for
 from tde_det.engine import classification_task
 from tde_det.evaluation.alpha_sweep import (
     alpha_override,
@@ -181,7 +180,7 @@ def main(args) -> Dict:
     Trainer.check_datasets(cfg, training=False, test=[args.dataset] if args.dataset else None)
     check_metric(cfg, datasets, metric, classification)
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
+    TDECheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
     model.eval()
     report = {}
     for dataset in datasets:

@@ -11,11 +11,10 @@ Same arguments as Detectron2's own ``tools/train_net.py``::
 (after training, or after the plain evaluation with ``--eval-only``), as Detectron2's does.
 """
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 
 import tde_det  # noqa: F401  (registers the heads, meta-architectures, backbones and datasets)
-from tde_det.engine import Trainer, check_test_time_augmentation, setup
+from tde_det.engine import TDECheckpointer, Trainer, check_test_time_augmentation, setup
 
 
 def main(args):
@@ -24,7 +23,7 @@ def main(args):
     if args.eval_only:
         Trainer.check_datasets(cfg, training=False)
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        TDECheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)

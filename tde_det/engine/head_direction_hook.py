@@ -1,12 +1,15 @@
-"""Logs the head direction (Assumption 1) of every TDE box predictor during training."""
-from typing import List, Optional
+"""Logs the head direction (Assumption 1) of every TDE box predictor during training, and stops
+training when a head direction becomes non-finite."""
+import re
+from typing import List, Optional, Tuple
 
 import torch
 from detectron2.engine import HookBase
 
+from tde_det.layers import HeadDirection
 from tde_det.layers.tde_math import split_heads
 
-__all__ = ["HeadDirectionLogger"]
+__all__ = ["FiniteHeadDirections", "HeadDirectionLogger", "named_head_directions"]
 
 
 class HeadDirectionLogger(HookBase):
@@ -62,3 +65,41 @@ class HeadDirectionLogger(HookBase):
                 scalars["fg_cos"] = fg_cos
             for name, value in scalars.items():
                 storage.put_scalar(f"tde/stage{k}/{name}", value, smoothing_hint=False)
+
+
+def named_head_directions(model: torch.nn.Module) -> List[Tuple[str, HeadDirection]]:
+    """(description, head direction) of every :class:`HeadDirection` of ``model`` (unwrapped
+    from DistributedDataParallel): its buffer's name, and its cascade stage when it belongs to
+    a box predictor (stage k as in ``tde/stage{k}/...``)."""
+    model = getattr(model, "module", model)
+    named = []
+    for name, module in model.named_modules():
+        if isinstance(module, HeadDirection):
+            stage = re.search(r"box_predictor\.(\d+)\.head_direction$", name)
+            named.append(((f"stage {stage.group(1)} " if stage else "")
+                          + f"(buffer '{name}.ema')", module))
+    return named
+
+
+class FiniteHeadDirections(HookBase):
+    """After every iteration, raise FloatingPointError (as Detectron2 does for a non-finite
+    loss) if a head direction x_bar is no longer finite, naming it and the iteration. The loss
+    does not use x_bar, so training would otherwise go on with it NaN for good (mu * NaN is
+    NaN) and TDE (eq. 8) would fail only at evaluation. One host sync per iteration."""
+
+    def __init__(self, head_directions: List[Tuple[str, HeadDirection]]):
+        self.head_directions = list(head_directions)
+
+    def after_step(self):
+        if not self.head_directions:
+            return
+        finite = torch.stack([torch.isfinite(d.ema).all()
+                              for _, d in self.head_directions]).tolist()
+        if all(finite):
+            return
+        bad = [name for (name, _), ok in zip(self.head_directions, finite) if not ok]
+        raise FloatingPointError(
+            f"Head direction became infinite or NaN at iteration={self.trainer.iter}: "
+            f"{', '.join(bad)}. A non-finite feature reached the EMA x_bar (Assumption 1), or "
+            f"the checkpoint resumed from had one; lower SOLVER.BASE_LR or clip gradients "
+            f"(SOLVER.CLIP_GRADIENTS), or resume from an earlier checkpoint")

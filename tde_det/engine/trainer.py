@@ -19,7 +19,7 @@ from detectron2.modeling import GeneralizedRCNNWithTTA
 from tde_det.layers import frozen_head_directions
 
 from . import classification_task, detection_task
-from .head_direction_hook import HeadDirectionLogger
+from .head_direction_hook import FiniteHeadDirections, HeadDirectionLogger, named_head_directions
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +99,21 @@ class Trainer(DefaultTrainer):
         a ``MODEL.TDE.LOG_PERIOD`` below 20 would lose all but one head-direction log of each 20
         iterations from ``metrics.json``: the writer then runs every ``LOG_PERIOD`` iterations
         (so does the console's line). Detectron2's ``PreciseBN`` hook becomes
-        :class:`PreciseBNKeepingHeadDirections`. With ``TEST.AUG.ENABLED``, the model is also
-        evaluated with test-time augmentation after training (:meth:`test_with_TTA`)."""
+        :class:`PreciseBNKeepingHeadDirections`. Before the checkpointer and the evaluation,
+        :class:`FiniteHeadDirections` stops training at a non-finite head direction. With
+        ``TEST.AUG.ENABLED``, the model is also evaluated with test-time augmentation after
+        training (:meth:`test_with_TTA`)."""
         check_test_time_augmentation(self.cfg)
         ret = super().build_hooks()
         for i, h in enumerate(ret):  # Detectron2 0.6's attributes
             if type(h) is hooks.PreciseBN and not h._disabled:
                 ret[i] = PreciseBNKeepingHeadDirections(h._period, h._model, h._data_loader,
                                                         h._num_iter)
+        directions = named_head_directions(self.model)
+        if directions:  # before the checkpointer and evaluation see a non-finite x_bar
+            at = next((i for i, h in enumerate(ret) if isinstance(h, (
+                hooks.PreciseBN, hooks.PeriodicCheckpointer, hooks.EvalHook))), len(ret))
+            ret.insert(at, FiniteHeadDirections(directions))
         extra = task_for(self.cfg).build_hooks(self.cfg, self)
         writer_at = next(
             (i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret)

@@ -134,6 +134,24 @@ class HeadDirection(nn.Module):
         return self.sync and dist.is_available() and dist.is_initialized() \
             and dist.get_world_size() > 1
 
+    def check_for_tde(self, buffer: str = "'head_direction.ema'") -> None:
+        """Raise unless x_bar can be used by TDE (eq. 8): FloatingPointError if it is not
+        finite, RuntimeError if it is zero (eq. 8 would silently be eq. 7). ``buffer`` names
+        x_bar in the messages. One host sync. The rule for every model that applies TDE."""
+        finite, nonzero = torch.stack([torch.isfinite(self.ema).all(), self.ema.ne(0).any()])
+        if not bool(finite):
+            raise FloatingPointError(
+                f"the head direction (EMA x_bar, buffer {buffer}) is not finite, so TDE "
+                f"(eq. 8) would give NaN scores: the checkpoint (MODEL.WEIGHTS) or its training "
+                f"diverged. Evaluate eq. 7 only (MODEL.TDE.TEST_TDE False) or use another "
+                f"checkpoint")
+        if not bool(nonzero):
+            raise RuntimeError(
+                f"the head direction (buffer {buffer}) is zero: the weights (MODEL.WEIGHTS) "
+                f"were not trained with tde-det (e.g. a plain Detectron2 checkpoint), or "
+                f"training has not run a single iteration. TDE (eq. 8) needs it; set "
+                f"MODEL.TDE.TEST_TDE False (or MODEL.TDE.ALPHA 0) to evaluate eq. 7 only")
+
     def direction(self) -> Tensor:
         """d_hat: [dim], each of the K head chunks of x_bar scaled to norm 1 (zero stays zero)."""
         return unit_heads(self.ema, self.num_heads)

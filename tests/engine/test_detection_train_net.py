@@ -119,6 +119,29 @@ def test_eval_only_refuses_a_misspelt_test_split_before_loading_anything(trained
     assert "Loading from" not in log  # the checkpointer's line: no weights were loaded
 
 
+def test_eval_only_refuses_plain_detectron2_weights_with_tde(trained, tmp_path):
+    """A stock CascadeROIHeads checkpoint has no head directions: with TDE on, eq. 8 would be
+    eq. 7 under TDE's name; the error names MODEL.WEIGHTS and the buffers, before any image."""
+    paths, _, _ = trained
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(CONFIG)
+    cfg.MODEL.ROI_HEADS.NAME = "CascadeROIHeads"
+    DetectionCheckpointer(Trainer.build_model(cfg), save_dir=str(tmp_path)).save("plain")
+    weights = str(tmp_path / "plain.pth")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+                           "--config-file", CONFIG, "--eval-only",
+                           *tiny_overrides(paths, str(tmp_path / "eval")), "MODEL.WEIGHTS",
+                           weights], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    assert f"RuntimeError: MODEL.WEIGHTS {weights!r} has no head direction" in log
+    assert "missing from the checkpoint: " + ", ".join(
+        f"roi_heads.box_predictor.{s}.head_direction.ema" for s in range(3)) in log
+    assert "Start inference" not in log
+
+
 TTA = ["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(48, 64)", "TEST.AUG.MAX_SIZE", "200"]
 
 
@@ -182,3 +205,30 @@ def test_resume_continues_and_restores_the_head_directions(trained, tmp_path):
     final = torch.load(os.path.join(resumed, "model_final.pth"), map_location="cpu",
                        weights_only=False)
     assert final["iteration"] == 5
+
+
+def test_resume_refuses_a_changed_model_before_overwriting_its_config(trained, tmp_path):
+    """--resume with another FC_DIM would re-initialise the box heads and head directions and go
+    on from the saved iteration: an error listing the changed keys (test-time ones are not)."""
+    paths, out, _ = trained
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(out, resumed)
+    with open(os.path.join(resumed, "config.yaml")) as f:
+        saved_config = f.read()
+    changed = [*tiny_overrides(paths, resumed, max_iter=5), "DATASETS.TEST", "()",
+               "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.TDE.ALPHA", "1.0"]
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+                           "--config-file", CONFIG, "--resume", *changed], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    assert f"--resume: the model differs from the one saved in {resumed} (its config.yaml, " \
+           f"saved -> now): MODEL.ROI_BOX_HEAD.FC_DIM: 64 -> 32. " in log
+    assert "RESUME_ALLOW_MODEL_CHANGE True" in log and "Starting training" not in log
+    with open(os.path.join(resumed, "config.yaml")) as f:
+        assert f.read() == saved_config  # not overwritten by default_setup
+    log = train_net("--resume", *changed, "RESUME_ALLOW_MODEL_CHANGE", "True")
+    assert "--resume with a changed model (RESUME_ALLOW_MODEL_CHANGE): " \
+           "MODEL.ROI_BOX_HEAD.FC_DIM: 64 -> 32" in log
+    assert "Starting training from iteration 4" in log

@@ -1,34 +1,18 @@
 """TEST.PRECISE_BN: BatchNorm statistics are recomputed, the head direction is left as training
 left it (Detectron2's own hook would move it)."""
-import os
-
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.engine import hooks
+from tiny_fashion_mnist import tiny_fashion_mnist_cfg
 
-from tde_det import add_tde_config
-from tde_det.data.classification import register_fashion_mnist_lt
-from tde_det.data.classification.synthetic import write_fashion_mnist_idx
 from tde_det.engine import Trainer
 from tde_det.engine.trainer import PreciseBNKeepingHeadDirections
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
-    root = write_fashion_mnist_idx(str(tmp_path_factory.mktemp("fm")), per_class=20,
-                                   test_per_class=2)
-    register_fashion_mnist_lt("precise_bn_fm", 2, seed=0, val_per_class=1, root=root)
-    cfg = get_cfg()
-    add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "fashion_mnist_lt_r10_deconfound.yaml"))
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", "('precise_bn_fm_train',)", "DATASETS.TEST", "('precise_bn_fm_test',)",
-        "SOLVER.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
-        "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "2",
-        "OUTPUT_DIR", str(tmp_path_factory.mktemp("out"))])
+    cfg = tiny_fashion_mnist_cfg("precise_bn_fm", str(tmp_path_factory.mktemp("fm")), True,
+                                 "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "2")
     torch.manual_seed(0)
     return Trainer(cfg)
 

@@ -137,11 +137,7 @@ class TDEImageClassifier(nn.Module):
         """Per image: eq. 8 logits (when TDE is applied) and eq. 7 logits, from features ``x``."""
         plain = self.classifier(x)
         if self.applies_tde:
-            if not bool(self.head_direction.ema.abs().sum() > 0):
-                raise RuntimeError(
-                    "the head direction (buffer 'head_direction.ema') is zero: the weights were "
-                    "not trained with tde-det, or training has not run a single iteration. TDE "
-                    "(eq. 8) needs it; set MODEL.TDE.TEST_TDE False to evaluate eq. 7 only")
+            self.head_direction.check_for_tde()
             final = tde_logits(self.classifier, x, self.head_direction.direction(), self.alpha)
         else:
             final = plain

@@ -1,6 +1,5 @@
 """The de-confounded box predictor of one cascade stage: eq. 7 in training, eq. 8 / eq. 9 in
 inference, and the stage's own head direction (Assumption 1) from its foreground proposals."""
-import logging
 import math
 import weakref
 from typing import List, NamedTuple, Optional, Tuple, Union
@@ -22,8 +21,6 @@ from tde_det.layers.tde_math import check_real, split_heads, unit_heads
 from ..tde_config_checks import check_softmax_box_head, check_tde_config
 
 __all__ = ["TDEClassLogits", "TDEFastRCNNOutputLayers"]
-
-logger = logging.getLogger(__name__)
 
 
 class TDEClassLogits(NamedTuple):
@@ -87,7 +84,6 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         self.test_tde = bool(test_tde)
         self.background_exempted = bool(background_exempted)
         self._pending_gt_classes: Optional[Tensor] = None
-        self._warned_zero_direction = False
         # Mean over heads of cos(x^k, d_hat^k) over the last training batch's foreground rows
         # (NaN when it had none, or when not recorded); a tensor, read by the logging hook
         # without a host sync here. Recorded only while ``record_foreground_cos`` is True: the
@@ -207,8 +203,10 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         """Per-image class probabilities [Ri, C+1]: eq. 9 (TDE with background exemption),
         softmax of eq. 8 (TDE without), or softmax of eq. 7 (TDE off or alpha = 0).
 
-        Raises FloatingPointError if the head direction is not finite: Detectron2's
-        ``fast_rcnn_inference`` would silently drop the resulting NaN rows.
+        With TDE applied, raises FloatingPointError if the head direction is not finite
+        (Detectron2's ``fast_rcnn_inference`` would silently drop the resulting NaN rows) and
+        RuntimeError if it is zero (weights not trained with tde-det: eq. 8 would be eq. 7),
+        as the image classifier does (``HeadDirection.check_for_tde``).
         """
         scores, _ = predictions
         num_inst_per_image = [len(p) for p in proposals]
@@ -239,14 +237,5 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         if version is not None and checked is not None and checked[0]() is ema \
                 and checked[1] == version:
             return
-        if not torch.isfinite(ema).all():
-            raise FloatingPointError(
-                "The head direction (EMA x_bar, buffer 'head_direction.ema') of a TDE box "
-                "predictor is not finite, so TDE (eq. 8) would give NaN scores that Detectron2's "
-                "fast_rcnn_inference silently drops. The checkpoint or training diverged; "
-                "evaluate without TDE (MODEL.TDE.TEST_TDE False) or use another checkpoint.")
-        if not self._warned_zero_direction and not bool(ema.any()):
-            self._warned_zero_direction = True
-            logger.warning("The head direction of a TDE box predictor is zero (never trained, "
-                           "or missing from the checkpoint): TDE (eq. 8) changes nothing.")
+        self.head_direction.check_for_tde("'head_direction.ema' of a TDE box predictor")
         self._checked_direction = None if version is None else (weakref.ref(ema), version)

@@ -136,6 +136,15 @@ def test_nan_head_direction_raises():
     assert torch.isfinite(probs(pred, X)).all()
 
 
+def test_zero_head_direction_at_tde_inference_is_an_error():
+    """As the image classifier: eq. 8 with a zero x_bar would be eq. 7 under TDE's name."""
+    pred = make().eval()
+    with pytest.raises(RuntimeError, match="head direction .* is zero.*MODEL.TDE.TEST_TDE False"):
+        probs(pred, X)
+    pred.alpha = 0.0  # TDE off: eq. 7, which needs no head direction
+    assert torch.isfinite(probs(pred, X)).all()
+
+
 def test_head_direction_is_checked_once_per_value(monkeypatch):
     """The finiteness check syncs with the device: once per value of x_bar, not per image."""
     pred = fixed(make())
