@@ -227,16 +227,13 @@ def plot_training_metrics(metrics_json: str, output: str) -> Dict[str, List]:
 
 
 def build_parser():
-    parser = tool_argument_parser(__doc__, config_required=False)
+    parser = tool_argument_parser(__doc__, "diagnose", config_required=False,
+                                  output_note="; with --metrics-json alone: diagnose/ beside it")
     parser.add_argument("--dataset", default="", help="registered split to diagnose (default: "
                         "the last of DATASETS.TEST)")
     parser.add_argument("--metrics-json", default="", metavar="FILE",
                         help="a training run's metrics.json: plot its head-direction metrics "
                         "vs iteration (with or without --config-file)")
-    parser.add_argument("--output", default="", help="folder of the files (default: OUTPUT_DIR "
-                        "if given on the command line, else <OUTPUT_DIR>/diagnose_<weights "
-                        "name>; with --metrics-json alone, <its folder>/diagnose; never a "
-                        "training run's folder itself)")
     return parser
 
 

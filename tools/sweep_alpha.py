@@ -214,7 +214,8 @@ DEFAULT_ALPHAS = [0, 0.5, 1, 1.5, 2, 2.5, 3]
 
 
 def build_parser():
-    parser = tool_argument_parser(__doc__)
+    parser = tool_argument_parser(__doc__, "sweep_alpha",
+                                  output_note="; one subfolder per split")
     parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
                         help="alphas of eq. 8 to score, each with TDE on (as --eval-only "
                         "MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>)")
@@ -242,10 +243,6 @@ def build_parser():
                         "does (instances_predictions.pth and lvis_instances_results.json in "
                         "<output>/<dataset>/alpha_<alpha>; on LVIS v1 val several GB per alpha, "
                         "and minutes of writing each). Default: only the sweep's table files")
-    parser.add_argument("--output", default="", help="folder of the sweep's files, one "
-                        "subfolder per split (default: OUTPUT_DIR if given on the command "
-                        "line, else <OUTPUT_DIR>/sweep_alpha_<weights name>; never a training "
-                        "run's folder itself)")
     return parser
 
 

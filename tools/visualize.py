@@ -214,15 +214,12 @@ def main(args) -> int:
 
 
 def build_parser():
-    parser = tool_argument_parser(__doc__)
+    parser = tool_argument_parser(__doc__, "visualize")
     parser.add_argument("--input", nargs="+", default=[], metavar="PATH",
                         help="image files, folders (their images) or globs to draw; ends at the "
                         "first argument that names a config key and is no existing path")
     parser.add_argument("--dataset", default="", help="a registered split to draw instead of "
                         "--input (its first --max-images images)")
-    parser.add_argument("--output", default="", help="folder of the drawings (default: "
-                        "OUTPUT_DIR if given on the command line, else <OUTPUT_DIR>/"
-                        "visualize_<weights name>; never a training run's folder itself)")
     parser.add_argument("--confidence-threshold", type=float, default=0.3,
                         help="draw the detections with at least this score, in [0, 1]")
     parser.add_argument("--min-size", type=int, default=480,

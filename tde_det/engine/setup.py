@@ -61,10 +61,11 @@ def setup(args: argparse.Namespace, tool: str = "") -> CfgNode:
     return cfg
 
 
-def tool_argument_parser(description: str, config_required: bool = True
-                         ) -> argparse.ArgumentParser:
-    """A parser with ``--config-file`` and only that; a tool adds its own options and parses
-    with :func:`parse_tool_args` (which takes the trailing ``KEY VALUE`` overrides)."""
+def tool_argument_parser(description: str, tool: str, config_required: bool = True,
+                         output_note: str = "") -> argparse.ArgumentParser:
+    """A parser with ``--config-file`` and ``--output`` (see :func:`tool_output_dir`; help
+    ending with ``output_note``); a tool adds its own options and parses with
+    :func:`parse_tool_args` (which takes the trailing ``KEY VALUE`` overrides)."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s [--config-file FILE] [options] [KEY VALUE ...]",
@@ -73,6 +74,10 @@ def tool_argument_parser(description: str, config_required: bool = True
                "Options may come before or after them.")
     parser.add_argument("--config-file", default="", required=config_required, metavar="FILE",
                         help="path to the config file")
+    parser.add_argument("--output", default="", metavar="FOLDER",
+                        help=f"folder of the files, config.yaml and log.txt (default: "
+                        f"OUTPUT_DIR if given on the command line, else <OUTPUT_DIR>/{tool}_"
+                        f"<weights name>; never a training run's folder itself{output_note})")
     return parser
 
 

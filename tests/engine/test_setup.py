@@ -36,7 +36,7 @@ def test_a_tool_writes_to_its_own_folder_never_over_a_training_run(tmp_path):
 
 
 def _parser():
-    parser = tool_argument_parser("a tool")
+    parser = tool_argument_parser("a tool", "tool")
     parser.add_argument("--values", type=float, nargs="+", default=[])
     parser.add_argument("--name", default="")
     parser.add_argument("--flag", action="store_true")
