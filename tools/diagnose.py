@@ -17,12 +17,8 @@ those of the last stage's classifier. Writes ``per_class.csv`` and ``per_class.p
 --metrics-json, plots every ``tde/...`` (detection: per cascade stage) and ``head_direction_mu``
 scalar of a training run's metrics.json vs iteration (``training_metrics.png``).
 """
-import argparse
 import csv
-import json
 import os
-import sys
-from collections import defaultdict
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -34,33 +30,26 @@ from detectron2.data import (
     build_detection_test_loader,
 )
 from detectron2.data.detection_utils import build_augmentation
-from detectron2.engine import default_argument_parser
 
 import tde_det  # noqa: F401  (registration)
-from tde_det.data.classification import train_class_counts
+from tde_det.data.classification import shot_groups, train_class_counts
 from tde_det.data.detection import register_lvis_datasets_from_config
-from tde_det.engine import TDECheckpointer, Trainer, setup
+from tde_det.engine import (TDECheckpointer, Trainer, parse_tool_args, setup,
+                            tool_argument_parser)
 from tde_det.evaluation.alpha_sweep import collect_classification_cache
 from tde_det.evaluation.detection_alpha_sweep import (
     DetectionAlphaSweep,
     EvaluatorsSharingGroundTruth,
 )
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEFastRCNNOutputLayers
+from tde_det.evaluation.diagnostic_plots import plot_per_class
+from tde_det.evaluation.diagnostic_plots import plot_training_metrics as plot_training_metrics_to
 from tde_det.evaluation.diagnostics import (
     lvis_per_category_ap,
     per_class_accuracy,
     per_class_feature_stats,
     weight_norms,
 )
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 @torch.no_grad()
@@ -73,29 +62,14 @@ def collect_features(model, loader):
     return torch.cat(feats), torch.cat(labels)
 
 
-def _write(rows: List[Dict], output: str, score: str, score_tde: Optional[str]) -> None:
+def _write(rows: List[Dict], output: str, score: str, score_tde: Optional[str],
+           group_key: str) -> None:
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "per_class.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    plt = _plt()
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
-    rank = [r["rank"] for r in rows]
-    for ax, key, title in zip(axes, ("feature_norm", "cos_head_direction", "weight_norm"),
-                              ("mean ||x||", "mean cos(x, d_hat)", "||w_i||")):
-        ax.bar(rank, [r[key] for r in rows])
-        ax.set_title(title, fontsize=9)
-    axes[3].plot(rank, [r[score] for r in rows], marker="o", label="no TDE")
-    if score_tde:
-        axes[3].plot(rank, [r[score_tde] for r in rows], marker="o", label=score_tde)
-    axes[3].set_title(score.replace("_no_tde", "") + " (%)", fontsize=9)
-    axes[3].legend(fontsize=8)
-    for ax in axes:
-        ax.set_xlabel("class rank by training count (0 = most frequent)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(output, "per_class.png"), dpi=80)
-    plt.close(fig)
+    plot_per_class(rows, os.path.join(output, "per_class.png"), score, score_tde, group_key)
 
 
 def _tde_applies(classifier_kind: str) -> bool:
@@ -196,6 +170,7 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     rows = []
     for r, c in enumerate(np.argsort(-counts, kind="stable")):
         row = {"rank": r, "class": meta.thing_classes[c], "train_images": int(counts[c]),
+               "frequency": lvis_gt.cats[contiguous_to_id[c]].get("frequency", "?"),
                "eval_instances": int(per_stage[-1]["count"][c]),
                "feature_norm": per_stage[-1]["feature_norm"][c],
                "cos_head_direction": per_stage[-1]["cos_head_direction"][c],
@@ -207,7 +182,7 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
             row[f"cos_head_direction_stage{s}"] = per_stage[s]["cos_head_direction"][c]
         rows.append(row)
     _write(rows, output, f"{task}_AP_no_tde",
-           f"{task}_AP_tde_alpha_{alpha}" if True in ap else None)
+           f"{task}_AP_tde_alpha_{alpha}" if True in ap else None, "frequency")
     return rows
 
 
@@ -226,90 +201,86 @@ def diagnose_classifier(cfg, dataset: str, output: str) -> List[Dict]:
         acc_tde = per_class_accuracy(cache.logits(cfg.MODEL.TDE.ALPHA), cache.labels,
                                      c.num_classes)
     counts = train_class_counts(dataset)
+    groups = shot_groups(counts, cfg.TEST.CLASSIFICATION.MANY_THRESHOLD,
+                         cfg.TEST.CLASSIFICATION.FEW_THRESHOLD)
     names = MetadataCatalog.get(dataset).get("thing_classes")
     rows = []
     for r, i in enumerate(np.argsort(-counts, kind="stable")):
         rows.append({"rank": r, "class": names[i] if names else int(i), "class_id": int(i),
-                     "train_count": int(counts[i]), "eval_images": int(stats["count"][i]),
+                     "train_count": int(counts[i]), "group": groups[i],
+                     "eval_images": int(stats["count"][i]),
                      "feature_norm": stats["feature_norm"][i],
                      "cos_head_direction": stats["cos_head_direction"][i],
                      "weight_norm": wn["norm"][i], "accuracy_no_tde": acc_plain[i]})
         if tde_key:
             rows[-1][tde_key] = acc_tde[i]
-    _write(rows, output, "accuracy_no_tde", tde_key)
+    _write(rows, output, "accuracy_no_tde", tde_key, "group")
     return rows
 
 
 def plot_training_metrics(metrics_json: str, output: str) -> Dict[str, List]:
-    """Plot the head-direction scalars of a metrics.json; returns {key: [(iteration, value)]}."""
-    series = defaultdict(list)
-    with open(metrics_json) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            for k, v in record.items():
-                if k.startswith("tde/") or k == "head_direction_mu":
-                    series[k].append((record.get("iteration", len(series[k])), v))
-    if not series:
-        raise SystemExit(f"{metrics_json} holds no head-direction metric (tde/... or "
-                         f"head_direction_mu): was it written by tde-det's trainer?")
-    names = sorted({k.rsplit("/", 1)[-1] for k in series})
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for k in sorted(s for s in series if s.rsplit("/", 1)[-1] == name):
-            it, v = zip(*series[k])
-            ax.plot(it, v, label=k.rsplit("/", 1)[0] if "/" in k else k)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("iteration", fontsize=8)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    """Plot the head-direction scalars of a metrics.json to ``output/training_metrics.png``;
+    returns {key: [(iteration, value)]}, each iteration once (see
+    :func:`~tde_det.evaluation.diagnostic_plots.read_training_metrics`)."""
     os.makedirs(output, exist_ok=True)
-    fig.savefig(os.path.join(output, "training_metrics.png"), dpi=80)
-    plt.close(fig)
-    return dict(series)
+    return plot_training_metrics_to(metrics_json, os.path.join(output, "training_metrics.png"))
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--metrics-json", default="")
-    pre.add_argument("--dataset", default="")
-    pre.add_argument("--output", default="output/diagnose")
-    own, rest = pre.parse_known_args(argv)
-    if own.metrics_json:
-        series = plot_training_metrics(own.metrics_json, own.output)
-        print(f"plotted {len(series)} series from {own.metrics_json} to "
-              f"{own.output}/training_metrics.png")
-    if "--config-file" in rest:
-        args = default_argument_parser().parse_args(rest)
-        cfg = setup(args)
-        dataset = own.dataset or (cfg.DATASETS.TEST[-1] if cfg.DATASETS.TEST else "")
-        if not dataset:
-            raise SystemExit("give --dataset or DATASETS.TEST")
-        detector = cfg.MODEL.META_ARCHITECTURE != "TDEImageClassifier"
-        # before the model is built: a detector's classes are ranked over DATASETS.TRAIN
-        Trainer.check_datasets(cfg, training=detector, test=[dataset])
-        rows = (diagnose_detector if detector else diagnose_classifier)(cfg, dataset, own.output)
-        plain = [k for k in rows[0] if k.endswith("_no_tde")][0]
-        tde_key = next((k for k in rows[0] if "_tde_alpha_" in k), None)
-        if tde_key is None:
-            print(f"TDE (eq. 8) does not apply to MODEL.TDE.CLASSIFIER "
-                  f"{cfg.MODEL.TDE.CLASSIFIER!r}: no 'with TDE' column")
-        print(f"{'rank':>4} {'class':>16} {'train':>6} {'||x||':>8} {'cos(x,d)':>8} "
-              f"{'||w||':>7} {plain.split('_no_tde')[0][:10]:>10}"
-              + (f" {'with TDE':>9}" if tde_key else ""))
-        for r in rows:
-            print(f"{r['rank']:>4} {str(r['class'])[:16]:>16} "
-                  f"{r.get('train_count', r.get('train_images')):>6} "
-                  f"{r['feature_norm']:>8.3f} {r['cos_head_direction']:>8.3f} "
-                  f"{r['weight_norm']:>7.3f} {r[plain]:>10.1f}"
-                  + (f" {r[tde_key]:>9.1f}" if tde_key else ""))
-        print(f"wrote {own.output}/per_class.csv and per_class.png")
-    elif not own.metrics_json:
-        raise SystemExit("give --config-file ... (per-class diagnostics) and/or --metrics-json")
+def build_parser():
+    parser = tool_argument_parser(__doc__, "diagnose", config_required=False,
+                                  output_note="; with --metrics-json alone: diagnose/ beside it")
+    parser.add_argument("--dataset", default="", help="registered split to diagnose (default: "
+                        "the last of DATASETS.TEST)")
+    parser.add_argument("--metrics-json", default="", metavar="FILE",
+                        help="a training run's metrics.json: plot its head-direction metrics "
+                        "vs iteration (with or without --config-file)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parse_tool_args(parser, argv)
+    if not args.config_file and not args.metrics_json:
+        parser.error("give --config-file ... (per-class diagnostics) and/or --metrics-json")
+    if args.opts and not args.config_file:
+        parser.error(f"config overrides ({' '.join(args.opts)}) need --config-file")
+    return args
+
+
+def main(args):
+    cfg = setup(args, tool="diagnose") if args.config_file else None
+    # without a config: nothing but the picture, beside the metrics.json by default
+    output = cfg.OUTPUT_DIR if cfg is not None else args.output or os.path.join(
+        os.path.dirname(os.path.abspath(args.metrics_json)), "diagnose")
+    if args.metrics_json:
+        series = plot_training_metrics(args.metrics_json, output)
+        print(f"plotted {len(series)} series from {args.metrics_json} to "
+              f"{output}/training_metrics.png")
+    if cfg is None:
+        return
+    dataset = args.dataset or (cfg.DATASETS.TEST[-1] if cfg.DATASETS.TEST else "")
+    if not dataset:
+        raise SystemExit("give --dataset or DATASETS.TEST")
+    detector = cfg.MODEL.META_ARCHITECTURE != "TDEImageClassifier"
+    # before the model is built: a detector's classes are ranked over DATASETS.TRAIN
+    Trainer.check_datasets(cfg, training=detector, test=[dataset])
+    rows = (diagnose_detector if detector else diagnose_classifier)(cfg, dataset, output)
+    plain = [k for k in rows[0] if k.endswith("_no_tde")][0]
+    tde_key = next((k for k in rows[0] if "_tde_alpha_" in k), None)
+    if tde_key is None:
+        print(f"TDE (eq. 8) does not apply to MODEL.TDE.CLASSIFIER "
+              f"{cfg.MODEL.TDE.CLASSIFIER!r}: no 'with TDE' column")
+    print(f"{'rank':>4} {'class':>16} {'train':>6} {'||x||':>8} {'cos(x,d)':>8} "
+          f"{'||w||':>7} {plain.split('_no_tde')[0][:10]:>10}"
+          + (f" {'with TDE':>9}" if tde_key else ""))
+    for r in rows:
+        print(f"{r['rank']:>4} {str(r['class'])[:16]:>16} "
+              f"{r.get('train_count', r.get('train_images')):>6} "
+              f"{r['feature_norm']:>8.3f} {r['cos_head_direction']:>8.3f} "
+              f"{r['weight_norm']:>7.3f} {r[plain]:>10.1f}"
+              + (f" {r[tde_key]:>9.1f}" if tde_key else ""))
+    print(f"wrote {output}/per_class.csv and per_class.png")
 
 
 if __name__ == "__main__":
-    main()
+    main(parse_args())

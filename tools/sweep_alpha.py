@@ -12,8 +12,9 @@ those of ``tools/train_net.py --eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPH
 for a config with ``MODEL.TDE.TEST_TDE False`` (then the printed override includes
 ``MODEL.TDE.TEST_TDE True``); a linear classifier (no TDE) is refused. Writes
 ``alpha_sweep.csv``, ``alpha_sweep.json`` and ``alpha_sweep.png`` (metric vs alpha, like the
-paper's Fig. 4) to --output, and prints the best alpha on the evaluated split as a ready-to-paste
-override. Detection: ``--eval-workers N`` runs N of the per-alpha LVIS evaluations at once in
+paper's Fig. 4) to ``<--output>/<dataset>`` (default: ``<OUTPUT_DIR>/sweep_alpha_<weights
+name>``, never a training run's folder: ``tde_det.engine.tool_output_dir``), and prints the
+best alpha on the evaluated split as a ready-to-paste override. Detection: ``--eval-workers N`` runs N of the per-alpha LVIS evaluations at once in
 forked processes (default: one per alpha, at most one per CPU; 1: one after another);
 ``--alphas-per-pass K`` scores at most K alphas per inference pass, to bound memory.
 """
@@ -21,16 +22,15 @@ import csv
 import json
 import logging
 import os
-import sys
 import time
 from typing import Dict, List
 
 import detectron2.utils.comm as comm
 from detectron2.data import MetadataCatalog
-from detectron2.engine import default_argument_parser
 
 import tde_det  # noqa: F401  (registration)
-from tde_det.engine import TDECheckpointer, Trainer, setup, task_for
+from tde_det.engine import (TDECheckpointer, Trainer, parse_tool_args, setup, task_for,
+                            tool_argument_parser)
 from tde_det.engine import classification_task
 from tde_det.evaluation.alpha_sweep import (
     alpha_override,
@@ -163,7 +163,7 @@ def print_table(rows: List[Dict], columns: List[str]) -> None:
 
 
 def main(args) -> Dict:
-    cfg = setup(args)
+    cfg = setup(args, tool="sweep_alpha")
     alphas = check_alphas(args.alphas)
     check_sweep_config(cfg)
     if cfg.TEST.AUG.ENABLED:
@@ -184,7 +184,7 @@ def main(args) -> Dict:
     model.eval()
     report = {}
     for dataset in datasets:
-        output = os.path.join(args.output or os.path.join(cfg.OUTPUT_DIR, "alpha_sweep"), dataset)
+        output = os.path.join(cfg.OUTPUT_DIR, dataset)
         start = time.perf_counter()
         if classification:
             rows, _ = sweep_classification_dataset(cfg, model, dataset, alphas)
@@ -213,56 +213,15 @@ def main(args) -> Dict:
 DEFAULT_ALPHAS = [0, 0.5, 1, 1.5, 2, 2.5, 3]
 
 
-def _pop_alphas(argv: List[str]) -> List[float]:
-    """Take ``--alphas a b c ...`` out of ``argv`` wherever it is (also after the trailing
-    KEY VALUE overrides, which Detectron2's parser would otherwise swallow)."""
-    if "--alphas" not in argv:
-        return list(DEFAULT_ALPHAS)
-    i = argv.index("--alphas")
-    j = i + 1
-    while j < len(argv) and not argv[j].startswith("--"):
-        try:
-            float(argv[j])
-        except ValueError:
-            break
-        j += 1
-    values = [float(v) for v in argv[i + 1:j]]
-    del argv[i:j]
-    if not values:
-        raise SystemExit("--alphas needs at least one number, e.g. --alphas 0 0.5 1 1.5 2 3")
-    return values
-
-
-def _pop_option(argv: List[str], name: str) -> List[str]:
-    """Move ``name VALUE`` to the front of ``argv`` (so it may follow the overrides too)."""
-    if name in argv:
-        i = argv.index(name)
-        if i + 1 >= len(argv):
-            raise SystemExit(f"{name} needs a value")
-        value = argv[i + 1]
-        del argv[i:i + 2]
-        argv[:0] = [name, value]
-    return argv
-
-
-def parse_args(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    alphas = _pop_alphas(argv)
-    for name in ("--dataset", "--metric", "--output", "--eval-workers", "--alphas-per-pass"):
-        argv = _pop_option(argv, name)
-    for flag in ("--per-alpha-masks", "--save-predictions"):  # may also follow the overrides
-        if flag in argv:
-            argv.remove(flag)
-            argv[:0] = [flag]
-    parser = default_argument_parser()
+def build_parser():
+    parser = tool_argument_parser(__doc__, "sweep_alpha",
+                                  output_note="; one subfolder per split")
     parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS,
                         help="alphas of eq. 8 to score, each with TDE on (as --eval-only "
-                        "MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>); may also follow "
-                        "the KEY VALUE overrides")
+                        "MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>)")
     parser.add_argument("--dataset", default="", help="registered split (default: DATASETS.TEST)")
     parser.add_argument("--metric", default="", help="column that picks the best alpha "
                         "(default: segm/AP or bbox/AP for detection, top1 for classification)")
-    parser.add_argument("--output", default="", help="folder (default: OUTPUT_DIR/alpha_sweep)")
     parser.add_argument("--eval-workers", type=int, default=0,
                         help="detection: evaluate this many alphas at once, in forked processes "
                         "(0: one per alpha, at most one per CPU; 1: one after another). Each "
@@ -284,7 +243,12 @@ def parse_args(argv=None):
                         "does (instances_predictions.pth and lvis_instances_results.json in "
                         "<output>/<dataset>/alpha_<alpha>; on LVIS v1 val several GB per alpha, "
                         "and minutes of writing each). Default: only the sweep's table files")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parse_tool_args(parser, argv)
     try:
         check_alphas_per_pass(args.alphas_per_pass)
     except ValueError as e:
@@ -292,7 +256,6 @@ def parse_args(argv=None):
     if args.eval_workers < 0:  # else refused only after the inference pass
         parser.error(f"--eval-workers must be >= 0 (0: one per alpha, at most one per CPU), "
                      f"got {args.eval_workers}")
-    args.alphas = alphas
     return args
 
 

@@ -7,6 +7,10 @@ Same arguments as Detectron2's own ``tools/train_net.py``::
     python tools/train_net.py --config-file configs/lvis_cascade_tde.yaml --eval-only \
         MODEL.WEIGHTS output/model_final.pth MODEL.TDE.ALPHA 1.0
 
+``--eval-only`` writes its results, ``config.yaml`` and ``log.txt`` to ``<OUTPUT_DIR>/eval_<weights
+name>/`` (to ``OUTPUT_DIR`` when it is given on the command line), never over a training run's
+own (``tde_det.engine.tool_output_dir``).
+
 ``TEST.AUG.ENABLED True`` (detection) also evaluates with Detectron2's test-time augmentation
 (after training, or after the plain evaluation with ``--eval-only``), as Detectron2's does.
 """
@@ -18,12 +22,13 @@ from tde_det.engine import TDECheckpointer, Trainer, check_test_time_augmentatio
 
 
 def main(args):
-    cfg = setup(args)
+    cfg = setup(args, tool="eval" if args.eval_only else "")
     check_test_time_augmentation(cfg)
     if args.eval_only:
         Trainer.check_datasets(cfg, training=False)
         model = Trainer.build_model(cfg)
-        TDECheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # --resume: the last checkpoint of the run (the config's OUTPUT_DIR)
+        TDECheckpointer(model, save_dir=args.run_dir).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)

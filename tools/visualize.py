@@ -14,26 +14,27 @@ the ground truth beside the predictions (dataset inputs); --compare-tde adds the
 the other setting (refused for MODEL.TDE.CLASSIFIER linear: TDE does not apply). After --input,
 every argument is an input until the first one that is a config key (it contains a dot and names
 a key of the config, e.g. MODEL.WEIGHTS) and no existing path. Unreadable images are skipped with
-a warning and counted. Works on CPU (MODEL.DEVICE cpu).
+a warning and counted. An image whose shorter side is under --min-size pixels is drawn
+enlarged, so that its labels fit; a panel without a detection above --confidence-threshold says
+so in its title and in the log. Writes to --output (default: ``<OUTPUT_DIR>/visualize_<weights
+name>``, never a training run's folder: ``tde_det.engine.tool_output_dir``). Works on CPU
+(MODEL.DEVICE cpu).
 """
 import glob
 import logging
 import os
-import sys
 from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
-from detectron2.engine import DefaultPredictor, default_argument_parser
+from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
 import tde_det  # noqa: F401  (registration)
-from tde_det import add_tde_config
-from tde_det.engine import setup
+from tde_det.engine import parse_tool_args, setup, tool_argument_parser
 from tde_det.engine.dataset_checks import check_registered
 from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
@@ -113,24 +114,39 @@ def panel_settings(test_tde: bool, alpha: float, compare: bool) -> List[Tuple[bo
     return [(on, title[on]) for on in settings]
 
 
-def draw(image_rgb: np.ndarray, metadata, instances=None, record=None, threshold=0.0,
-         title: str = "") -> np.ndarray:
-    vis = Visualizer(image_rgb, metadata, scale=1.0)
+def display_scale(height: int, width: int, min_size: int) -> float:
+    """How much to enlarge an image so that its shorter side has ``min_size`` pixels and the
+    labels fit (1: large enough already, or ``min_size`` 0)."""
+    return max(1.0, min_size / min(height, width))
+
+
+def no_detection_note(threshold: float) -> str:
+    return f": no detection with score >= {threshold:g}"
+
+
+def draw(image_rgb: np.ndarray, metadata, instances=None, record=None, title: str = "",
+         scale: float = 1.0) -> np.ndarray:
+    """``instances`` (all drawn) or the ground truth of ``record``, enlarged ``scale`` times,
+    with ``title`` at the top left."""
+    vis = Visualizer(image_rgb, metadata, scale=scale)
+    # Visualizer sizes labels from the image's own size: an enlarged small image keeps them
+    # readable (at least about 14 pixels high in the drawing)
+    vis._default_font_size = max(vis._default_font_size, 14 / scale)
     if instances is not None:
-        instances = instances.to("cpu")
-        out = vis.draw_instance_predictions(instances[instances.scores >= threshold])
+        out = vis.draw_instance_predictions(instances.to("cpu"))
     else:
         out = vis.draw_dataset_dict(record)
     img = out.get_image()
     if title:
         vis2 = Visualizer(img, metadata, scale=1.0)
         img = vis2.draw_text(title, (4, 4), horizontal_alignment="left",
-                             font_size=max(8, img.shape[0] // 25)).get_image()
+                             font_size=max(8, min(img.shape[0] // 25,
+                                                  1.6 * img.shape[1] / len(title)))).get_image()
     return img
 
 
 def main(args) -> int:
-    cfg = setup(args)
+    cfg = setup(args, tool="visualize")
     register_lvis_datasets_from_config(cfg)
     if args.dataset:
         check_registered([args.dataset], "--dataset")
@@ -160,7 +176,7 @@ def main(args) -> int:
                          f"cosine, capsule or deconfound classifier")
     settings = panel_settings(cfg.MODEL.TDE.TEST_TDE and applies, cfg.MODEL.TDE.ALPHA,
                               args.compare_tde)
-    os.makedirs(args.output, exist_ok=True)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     written = skipped = 0
     names = output_names([r["file_name"] for r in records], args.format)
     for record, name in zip(records, names):
@@ -172,73 +188,62 @@ def main(args) -> int:
             skipped += 1
             continue
         rgb = image[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else image
+        scale = display_scale(*rgb.shape[:2], args.min_size)
         panels = []
         if args.show_gt:
-            panels.append(draw(rgb, metadata, record=record, title="ground truth"))
+            panels.append(draw(rgb, metadata, record=record, title="ground truth", scale=scale))
         for on, title in settings:
             set_tde(predictor.model, on)
-            panels.append(draw(rgb, metadata, predictor(image)["instances"],
-                               threshold=args.confidence_threshold, title=title))
+            instances = predictor(image)["instances"].to("cpu")
+            instances = instances[instances.scores >= args.confidence_threshold]
+            if len(instances) == 0:
+                title += no_detection_note(args.confidence_threshold)
+                logger.info(f"{path}, {title}")
+            panels.append(draw(rgb, metadata, instances, title=title, scale=scale))
         set_tde(predictor.model, cfg.MODEL.TDE.TEST_TDE)
         height = max(p.shape[0] for p in panels)
         panels = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0)), constant_values=255)
                   for p in panels]
-        Image.fromarray(np.concatenate(panels, axis=1)).save(os.path.join(args.output, name))
+        Image.fromarray(np.concatenate(panels, axis=1)).save(os.path.join(cfg.OUTPUT_DIR, name))
         written += 1
-    print(f"wrote {written} images to {args.output}" + (f"; skipped {skipped} unreadable"
+    print(f"wrote {written} images to {cfg.OUTPUT_DIR}" + (f"; skipped {skipped} unreadable"
                                                         if skipped else ""))
     if written == 0:
         raise SystemExit("no image could be drawn")
     return written
 
 
-def is_config_key(arg: str, cfg: CfgNode) -> bool:
-    """Whether ``arg`` is a KEY of a trailing KEY VALUE override rather than an --input: it
-    names a key of ``cfg`` (so it contains a dot) and is no existing path."""
-    if "." not in arg or os.path.exists(arg):
-        return False
-    node = cfg
-    for part in arg.split("."):
-        if not isinstance(node, CfgNode) or part not in node:
-            return False
-        node = node[part]
-    return True
+def build_parser():
+    parser = tool_argument_parser(__doc__, "visualize")
+    parser.add_argument("--input", nargs="+", default=[], metavar="PATH",
+                        help="image files, folders (their images) or globs to draw; ends at the "
+                        "first argument that names a config key and is no existing path")
+    parser.add_argument("--dataset", default="", help="a registered split to draw instead of "
+                        "--input (its first --max-images images)")
+    parser.add_argument("--confidence-threshold", type=float, default=0.3,
+                        help="draw the detections with at least this score, in [0, 1]")
+    parser.add_argument("--min-size", type=int, default=480,
+                        help="draw an image whose shorter side is smaller enlarged to this many "
+                        "pixels, so that the labels fit (0: at its own size)")
+    parser.add_argument("--max-images", type=int, default=20,
+                        help="draw at most this many images (the first ones)")
+    parser.add_argument("--show-gt", action="store_true",
+                        help="draw the ground truth beside the predictions (--dataset only)")
+    parser.add_argument("--compare-tde", action="store_true",
+                        help="add a panel with the other TDE setting (MODEL.TDE.TEST_TDE "
+                        "switched)")
+    parser.add_argument("--format", default="png", choices=["png", "jpg"],
+                        help="file format of the drawings")
+    return parser
 
 
 def parse_args(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    keys = get_cfg()
-    add_tde_config(keys)
-    # Tool options may also follow the trailing KEY VALUE overrides.
-    flags = {"--show-gt", "--compare-tde"}
-    valued = {"--dataset", "--output", "--confidence-threshold", "--max-images", "--format"}
-    front, rest, i = [], [], 0
-    while i < len(argv):
-        if argv[i] in flags:
-            front.append(argv[i])
-        elif argv[i] in valued and i + 1 < len(argv):
-            front += argv[i:i + 2]
-            i += 1
-        elif argv[i] == "--input":
-            j = i + 1
-            while j < len(argv) and not argv[j].startswith("--") \
-                    and not is_config_key(argv[j], keys):
-                j += 1
-            front += argv[i:j]
-            i = j - 1
-        else:
-            rest.append(argv[i])
-        i += 1
-    parser = default_argument_parser()
-    parser.add_argument("--input", nargs="+", default=[], help="images, folders or globs")
-    parser.add_argument("--dataset", default="", help="a registered split instead of --input")
-    parser.add_argument("--output", default="output/visualize")
-    parser.add_argument("--confidence-threshold", type=float, default=0.3)
-    parser.add_argument("--max-images", type=int, default=20)
-    parser.add_argument("--show-gt", action="store_true")
-    parser.add_argument("--compare-tde", action="store_true")
-    parser.add_argument("--format", default="png", choices=["png", "jpg"])
-    args = parser.parse_args(front + rest)
+    parser = build_parser()
+    args = parse_tool_args(parser, argv)
+    if args.input and args.dataset:
+        parser.error("give --input or --dataset, not both")
+    if args.min_size < 0:
+        parser.error(f"--min-size must be >= 0, got {args.min_size}")
     if args.max_images < 1:
         parser.error(f"--max-images must be >= 1, got {args.max_images}")
     if not 0.0 <= args.confidence_threshold <= 1.0:  # also refuses NaN

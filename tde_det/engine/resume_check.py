@@ -6,7 +6,7 @@ at its initialisation, and training goes on from the saved iteration.
 """
 import logging
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from detectron2.config import CfgNode, get_cfg
 from detectron2.utils.file_io import PathManager
@@ -60,14 +60,14 @@ def model_config_differences(saved: CfgNode, new: CfgNode) -> List[Tuple[str, ob
             if old.get(k, missing) != now.get(k, missing)]
 
 
-def check_resume_config(cfg: CfgNode) -> None:
-    """Before ``--resume`` loads the last checkpoint of ``cfg.OUTPUT_DIR`` (and before
-    Detectron2's ``default_setup`` overwrites its ``config.yaml``): raise a ValueError listing
+def check_resume_config(cfg: CfgNode, folder: Optional[str] = None) -> None:
+    """Before ``--resume`` loads the last checkpoint of ``folder`` (None: ``cfg.OUTPUT_DIR``),
+    and before Detectron2's ``default_setup`` overwrites its ``config.yaml``: raise a ValueError listing
     the model-defining MODEL keys that differ from that ``config.yaml`` (saved -> now), unless
     ``RESUME_ALLOW_MODEL_CHANGE`` (then a warning). Nothing to compare when the folder has no
     checkpoint (``--resume`` then starts from ``MODEL.WEIGHTS``); a checkpoint without
     ``config.yaml`` is a warning."""
-    folder = cfg.OUTPUT_DIR
+    folder = cfg.OUTPUT_DIR if folder is None else folder
     if not folder or not PathManager.exists(os.path.join(folder, "last_checkpoint")):
         return
     path = os.path.join(folder, "config.yaml")

@@ -1,5 +1,9 @@
-"""Config set-up shared by the command-line tools (``tools/*.py``)."""
+"""Config set-up and command-line parsing shared by the command-line tools (``tools/*.py``)."""
 import argparse
+import logging
+import os
+import sys
+from typing import List, Optional, Sequence
 
 import detectron2.utils.comm as comm
 from detectron2.config import CfgNode, get_cfg
@@ -10,22 +14,116 @@ from tde_det.config import add_tde_config
 
 from .resume_check import check_resume_config
 
-__all__ = ["setup"]
+__all__ = ["holds_training_run", "parse_tool_args", "setup", "tool_argument_parser",
+           "tool_output_dir"]
+
+logger = logging.getLogger(__name__)
 
 
-def setup(args: argparse.Namespace) -> CfgNode:
+def holds_training_run(folder: str) -> bool:
+    """Whether ``folder`` is a training run's: it has the checkpointer's ``last_checkpoint`` or
+    the trainer's ``metrics.json``."""
+    return any(os.path.isfile(os.path.join(folder, f)) for f in ("last_checkpoint",
+                                                                  "metrics.json"))
+
+
+def tool_output_dir(cfg: CfgNode, tool: str, output: str = "", explicit: bool = False) -> str:
+    """The folder a tool (``"eval"`` for ``train_net.py --eval-only``) writes to, with its
+    ``config.yaml`` and ``log.txt``: ``output`` (the tool's ``--output``) if given, else
+    ``cfg.OUTPUT_DIR`` if ``explicit`` (given on the command line), else
+    ``<OUTPUT_DIR>/<tool>_<weights name>``. A folder that holds a training run is never a
+    tool's: the tool then writes to ``<that folder>/<tool>_<weights name>``, so the run's own
+    ``config.yaml`` and ``log.txt`` stay as training left them."""
+    stem = os.path.splitext(os.path.basename(cfg.MODEL.WEIGHTS.rstrip("/")))[0]
+    own = f"{tool}_{stem}" if stem else tool
+    folder = output or (cfg.OUTPUT_DIR if explicit else os.path.join(cfg.OUTPUT_DIR, own))
+    if holds_training_run(folder):
+        logger.warning(f"{folder} holds a training run: {tool} writes to its subfolder {own}")
+        folder = os.path.join(folder, own)
+    return folder
+
+
+def setup(args: argparse.Namespace, tool: str = "") -> CfgNode:
     """A frozen config from ``args.config_file`` and ``args.opts`` with every tde-det key, after
     Detectron2's ``default_setup`` (logging, output folder, seed); tde-det's own loggers (the
-    evaluators' tables, the data checks) print like Detectron2's. With ``args.resume``, the
-    model is first compared with the run's saved ``config.yaml`` (:func:`check_resume_config`),
-    which ``default_setup`` overwrites."""
+    evaluators' tables, the data checks) print like Detectron2's. For a ``tool``,
+    ``OUTPUT_DIR`` becomes :func:`tool_output_dir` (with ``args.output`` if the tool has one);
+    ``args.run_dir`` keeps the config's own ``OUTPUT_DIR``. With ``args.resume``, the model is
+    first compared with the run's saved ``config.yaml`` (:func:`check_resume_config`), which
+    ``default_setup`` overwrites."""
     cfg = get_cfg()
     add_tde_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    args.run_dir = cfg.OUTPUT_DIR
+    if tool:
+        cfg.OUTPUT_DIR = tool_output_dir(cfg, tool, getattr(args, "output", ""),
+                                         explicit="OUTPUT_DIR" in args.opts[::2])
     cfg.freeze()
     if getattr(args, "resume", False):
-        check_resume_config(cfg)
+        check_resume_config(cfg, args.run_dir)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
     return cfg
+
+
+def tool_argument_parser(description: str, tool: str, config_required: bool = True,
+                         output_note: str = "") -> argparse.ArgumentParser:
+    """A parser with ``--config-file`` and ``--output`` (see :func:`tool_output_dir`; help
+    ending with ``output_note``); a tool adds its own options and parses with
+    :func:`parse_tool_args` (which takes the trailing ``KEY VALUE`` overrides)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [--config-file FILE] [options] [KEY VALUE ...]",
+        epilog="KEY VALUE ...: config overrides, as in Detectron2 (e.g. MODEL.WEIGHTS\n"
+               "model_final.pth MODEL.TDE.ALPHA 1.0); each KEY names a key of the config.\n"
+               "Options may come before or after them.")
+    parser.add_argument("--config-file", default="", required=config_required, metavar="FILE",
+                        help="path to the config file")
+    parser.add_argument("--output", default="", metavar="FOLDER",
+                        help=f"folder of the files, config.yaml and log.txt (default: "
+                        f"OUTPUT_DIR if given on the command line, else <OUTPUT_DIR>/{tool}_"
+                        f"<weights name>; never a training run's folder itself{output_note})")
+    return parser
+
+
+def _is_config_key(arg: str, keys: CfgNode) -> bool:
+    """Whether ``arg`` names a value of ``keys`` (``MODEL.WEIGHTS``, ``OUTPUT_DIR``) and is no
+    existing path (an existing file that spells a key is an input, e.g. of ``--input``)."""
+    if os.path.exists(arg):
+        return False
+    node = keys
+    for part in arg.split("."):
+        if not isinstance(node, CfgNode) or part not in node:
+            return False
+        node = node[part]
+    return not isinstance(node, CfgNode)
+
+
+def parse_tool_args(parser: argparse.ArgumentParser,
+                    argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """``parser``'s options, wherever they are, and the ``KEY VALUE`` config overrides as
+    ``args.opts``: a KEY is an argument that names a key of the config (tde-det's keys
+    included) and is no existing path, and its VALUE is the next argument, whatever it looks
+    like. A multi-valued option (``--alphas``, ``--input``) thus ends at the first KEY."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    keys = get_cfg()
+    add_tde_config(keys)
+    rest: List[str] = []
+    opts: List[str] = []
+    i = 0
+    while i < len(argv):
+        if _is_config_key(argv[i], keys):
+            if i + 1 == len(argv):
+                parser.error(f"config override {argv[i]} has no value (KEY VALUE)")
+            opts += argv[i:i + 2]
+            i += 2
+        else:
+            rest.append(argv[i])
+            i += 1
+    args, unknown = parser.parse_known_args(rest)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (a config override's KEY "
+                     f"must name a key of the config)")
+    args.opts = opts
+    return args

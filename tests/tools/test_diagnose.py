@@ -1,5 +1,6 @@
 """tools/diagnose.py and the per-class diagnostics it is built on."""
 import csv
+import json
 import math
 import os
 
@@ -10,9 +11,10 @@ from detectron2.config import get_cfg
 
 from tools_helpers import REPO, load_tool
 from tde_det import add_tde_config
-from tde_det.data.classification import register_fashion_mnist_lt
+from tde_det.data.classification import register_fashion_mnist_lt, shot_groups
 from tde_det.data.classification.fashion_mnist import FASHION_MNIST_CLASSES
 from tde_det.data.classification.synthetic import write_fashion_mnist_idx
+from tde_det.data.detection.synthetic import TINY_CATEGORIES
 from tde_det.engine import Trainer
 from tde_det.evaluation.diagnostics import (
     per_class_accuracy,
@@ -64,6 +66,9 @@ def test_per_class_diagnostics_of_a_classifier(tmp_path):
     counts = [r["train_count"] for r in rows]
     assert counts == sorted(counts, reverse=True) and len(rows) == 10
     assert all(r["class"] == FASHION_MNIST_CLASSES[r["class_id"]] for r in rows)  # names
+    # the shot group of each class (TEST.CLASSIFICATION thresholds), shaded in the picture
+    assert [r["group"] for r in rows] == shot_groups(
+        counts, cfg.TEST.CLASSIFICATION.MANY_THRESHOLD, cfg.TEST.CLASSIFICATION.FEW_THRESHOLD)
     with open(tmp_path / "diag" / "per_class.csv") as f:
         table = list(csv.DictReader(f))
     assert {"feature_norm", "cos_head_direction", "weight_norm", "accuracy_no_tde",
@@ -95,6 +100,10 @@ def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path, monkeypatc
     assert not (tmp_path / "diag" / "tde").exists()  # nothing evaluated or written per setting
     counts = [r["train_images"] for r in rows]
     assert len(rows) == 6 and counts == sorted(counts, reverse=True)
+    # LVIS's frequency group of each class (its APr / APc / APf), shaded in the picture
+    frequency = {name: f for _, name, f, _ in TINY_CATEGORIES}
+    assert [r["frequency"] for r in rows] == [frequency[r["class"]] for r in rows]
+    assert {r["frequency"] for r in rows} == {"r", "c", "f"}
     assert all(np.isfinite(r["weight_norm"]) for r in rows)
     assert all(np.isfinite(r["feature_norm_stage0"]) and -1 <= r["cos_head_direction_stage2"] <= 1
                for r in rows if r["eval_instances"] > 0)
@@ -149,3 +158,18 @@ def test_linear_detector_has_no_tde_column(tiny_detector, tmp_path):
     assert len(rows) == 6 and "segm_AP_no_tde" in rows[0]
     assert not any("_tde_alpha_" in k for k in rows[0])
     assert not (tmp_path / "diag" / "tde").exists()  # no evaluation with TDE was attempted
+
+
+def test_training_metrics_after_a_resume_keep_the_last_run_of_each_iteration(tmp_path):
+    """A run stopped after iteration 9 and resumed from its checkpoint at iteration 5:
+    metrics.json holds iterations 5 to 9 twice; the plot has each once, the resumed run's."""
+    lines = [json.dumps({"iteration": i, "tde/stage0/ema_norm": float(i), "lr": 0.1})
+             for i in range(10)]
+    lines += [json.dumps({"iteration": i, "tde/stage0/ema_norm": 100.0 + i}) for i in range(5, 13)]
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("\n".join(lines) + "\n")
+    series = diagnose.plot_training_metrics(str(metrics), str(tmp_path / "plot"))
+    points = series["tde/stage0/ema_norm"]
+    assert [it for it, _ in points] == list(range(13))
+    assert [v for _, v in points] == [0.0, 1, 2, 3, 4] + [100.0 + i for i in range(5, 13)]
+    assert (tmp_path / "plot" / "training_metrics.png").stat().st_size > 1000

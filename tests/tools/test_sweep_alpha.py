@@ -102,13 +102,19 @@ def test_cli_on_a_classifier_writes_table_files_and_best_alpha(tmp_path):
         capture_output=True, text=True, timeout=300)
     train = run("train_net.py", *common)
     assert train.returncode == 0, train.stderr[-3000:]
+    record = {n: (tmp_path / "out" / n).read_text() for n in ("config.yaml", "log.txt")}
     proc = run("sweep_alpha.py", *common, "MODEL.WEIGHTS", str(tmp_path / "out" /
                                                                "model_final.pth"),
                "--dataset", "cifar10_lt_r10_test", "--alphas", "0", "1", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best alpha on cifar10_lt_r10_test by top1" in proc.stdout
     assert "MODEL.TDE.ALPHA" in proc.stdout
-    out = tmp_path / "out" / "alpha_sweep" / "cifar10_lt_r10_test"
+    # OUTPUT_DIR holds the training run: the sweep writes to its own subfolder, and the run's
+    # config.yaml and log.txt are as training left them
+    assert {n: (tmp_path / "out" / n).read_text() for n in record} == record
+    own = tmp_path / "out" / "sweep_alpha_model_final"
+    assert "ALPHA" in (own / "config.yaml").read_text() and (own / "log.txt").is_file()
+    out = own / "cifar10_lt_r10_test"
     rows = json.loads((out / "alpha_sweep.json").read_text())
     assert [r["alpha"] for r in rows] == [0.0, 1.0, 2.0]
     header = (out / "alpha_sweep.csv").read_text().splitlines()[0].split(",")

@@ -27,12 +27,16 @@ def test_dataset_split_with_ground_truth_and_tde_comparison(tiny_detector, tmp_p
                "--confidence-threshold", "0.0", "--output", str(out), *lvis_overrides(paths),
                "MODEL.WEIGHTS", weights)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    files = sorted(os.listdir(out))
+    files = sorted(f for f in os.listdir(out) if f.endswith(".png"))
     assert len(files) == 2 and "wrote 2 images" in proc.stdout
+    assert {"config.yaml", "log.txt"} <= set(os.listdir(out))  # the tool's own record
     img = np.asarray(Image.open(out / files[0]))
-    # Three panels side by side (ground truth, TDE, no TDE), each as wide as the image.
+    # Three panels side by side (ground truth, TDE, no TDE), each as wide as the image,
+    # enlarged (a small image): its shorter side 480 pixels (--min-size).
     source = Image.open(os.path.join(paths["image_root"], files[0]))
-    assert img.shape[0] == source.height and img.shape[1] >= 3 * source.width
+    scale = 480 / min(source.size)
+    assert abs(img.shape[0] - source.height * scale) <= 1
+    assert img.shape[1] >= 3 * source.width * scale
 
 
 def test_folder_input_skips_an_unreadable_image(tiny_detector, tmp_path):
@@ -49,14 +53,15 @@ def test_folder_input_skips_an_unreadable_image(tiny_detector, tmp_path):
     Image.open(os.path.join(paths["image_root"], second)).save(other / "good.png")
     out = tmp_path / "vis"
     proc = run("--input", str(folder), str(other / "good.png"), str(tmp_path / "none*.jpg"),
-               "--output", str(out), *lvis_overrides(paths), "MODEL.WEIGHTS", weights)
+               "--output", str(out), "--min-size", "0", *lvis_overrides(paths), "MODEL.WEIGHTS",
+               weights)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wrote 2 images" in proc.stdout and "skipped 1 unreadable" in proc.stdout
-    assert sorted(os.listdir(out)) == ["good.png", "good_2.png"]
+    assert sorted(f for f in os.listdir(out) if f.endswith(".png")) == ["good.png", "good_2.png"]
     log = proc.stderr + proc.stdout
     assert "broken.png" in log and "writing good_2.png" in log
     assert "none*.jpg: the pattern matches no file" in log
-    # each drawing is of its own image: the panel is as large as the input
+    # each drawing is of its own image: the panel is as large as the input (--min-size 0)
     for name, source in (("good.png", first), ("good_2.png", second)):
         height = Image.open(os.path.join(paths["image_root"], source)).height
         assert Image.open(out / name).height == height
