@@ -59,7 +59,7 @@ def test_num_classes_must_match_the_dataset(tiny, tmp_path):
 def test_test_datasets_are_checked_before_training(tiny, tmp_path):
     """A test split that would fail at the first evaluation fails when the Trainer is made."""
     cfg = cfg_for(tmp_path)
-    cfg.DATASETS.TEST = ("tiny_lvis_task_val",)
+    cfg.DATASETS.TRAIN = cfg.DATASETS.TEST = ("tiny_lvis_task_val",)
     detection_task.check_datasets(cfg)
     cfg.DATASETS.TEST = ("tiny_lvis_task_val", "tiny_lvis_task_vall")
     with pytest.raises(KeyError, match="DATASETS.TEST: 'tiny_lvis_task_vall' is not a "
@@ -86,6 +86,17 @@ def test_test_datasets_are_checked_before_training(tiny, tmp_path):
     cfg.DATASETS.TEST = ("tiny_lvis_task_gone",)
     with pytest.raises(FileNotFoundError, match=f"'tiny_lvis_task_gone', {gone}, does not exist"):
         detection_task.check_datasets(cfg)
+
+
+def test_empty_train_or_test_splits_name_the_key(tiny, tmp_path):
+    cfg = cfg_for(tmp_path)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (), ("tiny_lvis_task_val",)
+    with pytest.raises(ValueError, match="DATASETS.TRAIN is empty"):
+        Trainer(cfg)
+    detection_task.check_datasets(cfg, training=False)  # evaluation needs no training split
+    cfg.DATASETS.TEST = ()  # e.g. --eval-only
+    with pytest.raises(ValueError, match="DATASETS.TEST is empty: there is nothing to evaluate"):
+        detection_task.check_datasets(cfg, training=False)
 
 
 def test_hook_writes_per_stage_scalars(tmp_path):

@@ -12,7 +12,6 @@ failing on an ``assert`` (or, hours later, inside a data-loader worker). Users r
 LVIS-format json + image root with :func:`register_lvis_dataset` (or the config keys
 ``DATASETS.LVIS_CUSTOM.*``, see :func:`register_lvis_datasets_from_config`).
 """
-import json
 import logging
 import math
 import os
@@ -24,7 +23,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
-from .json_categories import read_categories
+from .json_categories import read_categories, read_json
 
 __all__ = ["INVALID_ANNOTATION_POLICIES", "MASK_FORMATS", "InvalidAnnotationError",
            "check_invalid_annotation_policy",
@@ -198,8 +197,7 @@ def load_lvis_json_checked(json_file: str, image_root: str, dataset_name: Option
     policy = _policy(**{k: _DEFAULTS[k] if v is None else v for k, v in given.items()})
     on_invalid, mask_format = policy["on_invalid"], policy["mask_format"]
     name = dataset_name or json_file
-    with PathManager.open(json_file, "r") as f:
-        data = json.load(f)
+    data = read_json(json_file)
     if category_id_to_contiguous is None:
         category_id_to_contiguous = {c["id"]: i for i, c in
                                      enumerate(sorted(data["categories"], key=lambda c: c["id"]))}

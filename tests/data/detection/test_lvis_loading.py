@@ -1,4 +1,5 @@
 """LVIS-format loading with annotation checks, and registration of a user's dataset."""
+import json
 import logging
 import os
 
@@ -115,3 +116,13 @@ def test_builtin_lvis_names_keep_detectron2_paths_and_metadata():
     assert meta.json_file.endswith(os.path.join("lvis", "lvis_v1_val.json"))
     assert "lvis_v0.5_train" in DatasetCatalog.list()
     assert len(MetadataCatalog.get("lvis_v0.5_train").thing_classes) == 1230
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])  # categories lost (registration) / kept (loading)
+def test_truncated_json_is_named_with_line_and_column(tiny, tmp_path, keep):
+    raw = open(tiny["train"], "rb").read()
+    path = tmp_path / "cut.json"
+    path.write_bytes(raw[:int(len(raw) * keep)])
+    with pytest.raises(json.JSONDecodeError, match=rf"{path} is not valid JSON .*line 1 column"):
+        register_lvis_dataset(f"tiny_lvis_cut_{keep}", str(path), tiny["image_root"])
+        DatasetCatalog.get(f"tiny_lvis_cut_{keep}")
