@@ -42,7 +42,8 @@ def read_categories(json_file: str) -> List[Dict]:
     """The top-level "categories" list of ``json_file`` (each a dict with an "id").
 
     Raises ``FileNotFoundError`` for a missing file, ``json.JSONDecodeError`` (naming the file,
-    line and column) for a file that is not JSON, and ``ValueError`` naming the file when it has no such list."""
+    line and column) for a file that is not JSON, and ``ValueError`` naming the file when it
+    has no such list."""
     with open(PathManager.get_local_path(json_file), "rb") as f:
         try:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:

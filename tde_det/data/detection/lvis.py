@@ -170,15 +170,21 @@ def _listed(lines: List[str]) -> str:
     return "\n  ".join(lines[:_MAX_LISTED]) + more
 
 
+def repeated_ids(entries: List[Dict]) -> List[Tuple[Any, List[Dict]]]:
+    """(id, the entries with it) for every "id" that more than one of ``entries`` has, in the
+    order of first use."""
+    with_id: Dict[Any, List[Dict]] = {}
+    for entry in entries:
+        with_id.setdefault(entry.get("id"), []).append(entry)
+    return [(i, e) for i, e in with_id.items() if len(e) > 1]
+
+
 def _check_unique_image_ids(images: List[Dict], name: str, json_file: str,
                             describe) -> None:
     """Raise :class:`InvalidAnnotationError` listing the image ids that more than one entry of
     ``images`` has, each with its entries (``describe(img)``), whatever the policy: which of
     the pictures an annotation of such an id shows cannot be told, so none can be skipped."""
-    entries: Dict[Any, List[Dict]] = {}
-    for img in images:
-        entries.setdefault(img.get("id"), []).append(img)
-    repeated = [(i, e) for i, e in entries.items() if len(e) > 1]
+    repeated = repeated_ids(images)
     if repeated:
         lines = [f"image id {i}: {len(e)} entries ({', '.join(describe(img) for img in e)})"
                  for i, e in repeated]
