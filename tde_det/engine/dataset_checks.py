@@ -30,10 +30,18 @@ def check_config_splits(cfg: CfgNode, training: bool = True,
                         test: Optional[Sequence[str]] = None) -> Tuple[str, List[str]]:
     """Check that the splits a run will use are registered: ``DATASETS.TRAIN`` when
     ``training``, and ``DATASETS.TEST`` (or a tool's ``--dataset`` splits, ``test``).
-    Return the config key to name in later errors about the test splits, and those splits."""
+    ``DATASETS.TRAIN`` may not be empty when training, nor the test splits when not (an
+    evaluation of nothing): a ``ValueError`` names the key. Return the config key to name in
+    later errors about the test splits, and those splits."""
     if training:
+        if not cfg.DATASETS.TRAIN:
+            raise ValueError("DATASETS.TRAIN is empty: name the registered dataset(s) to train "
+                             "on, e.g. DATASETS.TRAIN '(\"lvis_v1_train\",)'")
         check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     key = "DATASETS.TEST" if test is None else "--dataset"
     splits = list(cfg.DATASETS.TEST if test is None else test)
+    if not training and not splits:
+        raise ValueError(f"{key} is empty: there is nothing to evaluate; name the registered "
+                         f"dataset(s) to evaluate on")
     check_registered(splits, key)
     return key, splits

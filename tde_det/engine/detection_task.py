@@ -20,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 from tde_det.data.detection import (
     CheckedDatasetMapper,
     MapSkippingUnreadable,
+    check_lvis_api_fields,
     register_lvis_datasets_from_config,
 )
 from tde_det.evaluation.lvis_records import RecordsLVISEvaluator
@@ -95,8 +96,10 @@ def check_datasets(cfg: CfgNode, training: bool = True,
     """Before training or evaluating: every ``DATASETS.TEST`` split (and, when ``training``,
     ``DATASETS.TRAIN`` split) is registered; every test split has
     ``MODEL.ROI_HEADS.NUM_CLASSES`` classes, an evaluator, and its annotation file (metadata
-    ``json_file``) exists. A clear error now rather than at the first evaluation. ``test``:
-    the splits of a tool's ``--dataset``, checked instead of ``DATASETS.TEST``."""
+    ``json_file``) exists and, for the LVIS evaluator, has what the LVIS API reads
+    (:func:`~tde_det.data.detection.check_lvis_api_fields`; the only check that parses a
+    file). A clear error now rather than at the first evaluation. ``test``: the splits of a
+    tool's ``--dataset``, checked instead of ``DATASETS.TEST``."""
     _prepare(cfg)
     key, test = check_config_splits(cfg, training, test)
     for name in test:
@@ -109,6 +112,8 @@ def check_datasets(cfg: CfgNode, training: bool = True,
             raise FileNotFoundError(f"{key}: the annotation file of {name!r}, "
                                     f"{json_file}, does not exist; evaluating the model "
                                     f"needs it")
+        if json_file and getattr(MetadataCatalog.get(name), "evaluator_type", None) == "lvis":
+            check_lvis_api_fields(json_file, f"{key}: {name!r}", masks=cfg.MODEL.MASK_ON)
 
 
 def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):

@@ -68,6 +68,7 @@ def test_test_datasets_are_checked_before_training(tmp_path):
     add_tde_config(cfg)
     cfg.MODEL.META_ARCHITECTURE = "TDEImageClassifier"
     cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.DATASETS.TRAIN = ("cifar10_lt_r10_train",)
     cfg.DATASETS.TEST = ("cifar10_lt_r10_val", "cifar10_lt_r10_test")
     classification_task.check_datasets(cfg)
     cfg.DATASETS.TEST = ("cifar10_lt_r10_tset",)
@@ -121,3 +122,18 @@ def test_few_threshold_may_be_one_above_many_threshold():
     add_tde_config(cfg)
     cfg.TEST.CLASSIFICATION.FEW_THRESHOLD = 101
     classification_task.check_evaluation_config(cfg)
+
+
+def test_empty_train_or_test_splits_name_the_key(tmp_path):
+    from tde_det.engine import Trainer
+
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "TDEImageClassifier"
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (), ("cifar10_lt_r10_val",)
+    with pytest.raises(ValueError, match="DATASETS.TRAIN is empty"):
+        Trainer(cfg)
+    cfg.DATASETS.TEST = ()
+    with pytest.raises(ValueError, match="DATASETS.TEST is empty: there is nothing to evaluate"):
+        classification_task.check_datasets(cfg, training=False)

@@ -1,5 +1,6 @@
 """The detection task's evaluator choice, class-count check and head-direction logging hook."""
 import os
+import json
 import shutil
 from types import SimpleNamespace
 
@@ -59,7 +60,7 @@ def test_num_classes_must_match_the_dataset(tiny, tmp_path):
 def test_test_datasets_are_checked_before_training(tiny, tmp_path):
     """A test split that would fail at the first evaluation fails when the Trainer is made."""
     cfg = cfg_for(tmp_path)
-    cfg.DATASETS.TEST = ("tiny_lvis_task_val",)
+    cfg.DATASETS.TRAIN = cfg.DATASETS.TEST = ("tiny_lvis_task_val",)
     detection_task.check_datasets(cfg)
     cfg.DATASETS.TEST = ("tiny_lvis_task_val", "tiny_lvis_task_vall")
     with pytest.raises(KeyError, match="DATASETS.TEST: 'tiny_lvis_task_vall' is not a "
@@ -86,6 +87,53 @@ def test_test_datasets_are_checked_before_training(tiny, tmp_path):
     cfg.DATASETS.TEST = ("tiny_lvis_task_gone",)
     with pytest.raises(FileNotFoundError, match=f"'tiny_lvis_task_gone', {gone}, does not exist"):
         detection_task.check_datasets(cfg)
+
+
+def edited_copy(src, path, edit):
+    """``src`` json with ``edit(data)`` applied, written to ``path``; returns (path, data)."""
+    with open(src) as f:
+        data = json.load(f)
+    edit(data)
+    path.write_text(json.dumps(data))
+    return str(path), data
+
+
+def test_a_test_json_the_lvis_api_cannot_evaluate_stops_before_training(tiny, tmp_path):
+    """A custom test json without r/c/f frequencies (or another field the LVIS API reads) is
+    refused when the Trainer is made, naming the key, the split, the file and the categories."""
+    def edit(d):
+        d["categories"][0].pop("frequency")
+        d["categories"][3]["frequency"] = "common"
+
+    path, _ = edited_copy(tiny["val"], tmp_path / "no_freq.json", edit)
+    register_lvis_dataset("tiny_lvis_task_no_freq", path, tiny["image_root"])
+    cfg = cfg_for(tmp_path)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("tiny_lvis_task_val",), ("tiny_lvis_task_no_freq",)
+    with pytest.raises(ValueError, match=rf"DATASETS.TEST: 'tiny_lvis_task_no_freq': {path} "
+                                         rf"cannot be evaluated with the LVIS API") as err:
+        Trainer(cfg)
+    assert "2 categories without a 'frequency' of 'r', 'c' or 'f'" in str(err.value)
+    assert "id 1 'red_square' (none), id 7 'yellow_square' ('common')" in str(err.value)
+    with pytest.raises(ValueError, match="--dataset: 'tiny_lvis_task_no_freq'"):
+        detection_task.check_datasets(cfg, training=False, test=["tiny_lvis_task_no_freq"])
+    # the images' fields too
+    path, _ = edited_copy(tiny["val"], tmp_path / "no_neg.json",
+                          lambda d: d["images"][0].pop("neg_category_ids"))
+    register_lvis_dataset("tiny_lvis_task_no_neg", path, tiny["image_root"])
+    cfg.DATASETS.TEST = ("tiny_lvis_task_no_neg",)
+    with pytest.raises(ValueError, match="1 images without a list 'neg_category_ids'"):
+        detection_task.check_datasets(cfg, training=False)
+
+
+def test_empty_train_or_test_splits_name_the_key(tiny, tmp_path):
+    cfg = cfg_for(tmp_path)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (), ("tiny_lvis_task_val",)
+    with pytest.raises(ValueError, match="DATASETS.TRAIN is empty"):
+        Trainer(cfg)
+    detection_task.check_datasets(cfg, training=False)  # evaluation needs no training split
+    cfg.DATASETS.TEST = ()  # e.g. --eval-only
+    with pytest.raises(ValueError, match="DATASETS.TEST is empty: there is nothing to evaluate"):
+        detection_task.check_datasets(cfg, training=False)
 
 
 def test_hook_writes_per_stage_scalars(tmp_path):

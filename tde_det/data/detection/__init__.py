@@ -11,6 +11,7 @@ from .lvis import (
     set_invalid_annotation_policy,
     use_checked_loader_for_builtin_lvis,
 )
+from .lvis_api_fields import check_lvis_api_fields
 
 use_checked_loader_for_builtin_lvis()
 

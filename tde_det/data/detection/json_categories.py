@@ -7,25 +7,43 @@ whole parse, and takes 0.13 s and 0.17 GB (the file's pages, mapped) with this m
 train's json is several times larger. LVIS and COCO files hold the key once, at
 the top level, so :func:`read_categories` finds it with a byte search and decodes only its
 value; a file that holds the key more than once (in a nested object) is parsed whole.
+:func:`read_json` parses a whole file, naming it in the error when it is not JSON.
 """
 import json
 import mmap
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["read_categories"]
+__all__ = ["read_categories", "read_json"]
 
 _KEY = b'"categories"'
 _SPACE = b" \t\r\n"
 _FIRST_WINDOW = 1 << 20  # bytes; 1203 categories with LVIS's fields: about 0.3 MB
 
 
+def _not_json(json_file: str, err: json.JSONDecodeError) -> json.JSONDecodeError:
+    """``err`` with the file named (``json.JSONDecodeError`` adds the line and column)."""
+    return json.JSONDecodeError(f"{json_file} is not valid JSON (a truncated or partly written "
+                                f"file?): {err.msg}", err.doc, err.pos)
+
+
+def read_json(json_file: str) -> Any:
+    """The parsed ``json_file``; ``json.JSONDecodeError`` naming the file, line and column when
+    it is not valid JSON."""
+    with PathManager.open(json_file, "r") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise _not_json(json_file, e) from None
+
+
 def read_categories(json_file: str) -> List[Dict]:
     """The top-level "categories" list of ``json_file`` (each a dict with an "id").
 
-    Raises ``FileNotFoundError`` for a missing file, ``json.JSONDecodeError`` for a file that
-    is not JSON, and ``ValueError`` naming the file when it has no such list."""
+    Raises ``FileNotFoundError`` for a missing file, ``json.JSONDecodeError`` (naming the file,
+    line and column) for a file that is not JSON, and ``ValueError`` naming the file when it
+    has no such list."""
     with open(PathManager.get_local_path(json_file), "rb") as f:
         try:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -34,7 +52,10 @@ def read_categories(json_file: str) -> List[Dict]:
             categories = None
         if categories is None:
             f.seek(0)
-            whole = json.load(f)
+            try:
+                whole = json.load(f)
+            except json.JSONDecodeError as e:
+                raise _not_json(json_file, e) from None
             categories = whole.get("categories") if isinstance(whole, dict) else None
     if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c
                                                    for c in categories):

@@ -12,7 +12,6 @@ failing on an ``assert`` (or, hours later, inside a data-loader worker). Users r
 LVIS-format json + image root with :func:`register_lvis_dataset` (or the config keys
 ``DATASETS.LVIS_CUSTOM.*``, see :func:`register_lvis_datasets_from_config`).
 """
-import json
 import logging
 import math
 import os
@@ -24,7 +23,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
-from .json_categories import read_categories
+from .json_categories import read_categories, read_json
 
 __all__ = ["INVALID_ANNOTATION_POLICIES", "MASK_FORMATS", "InvalidAnnotationError",
            "check_invalid_annotation_policy",
@@ -165,6 +164,37 @@ def _annotation_problem(ann: Dict,
     return None if problem is None else ("degenerate bbox", problem)
 
 
+def _listed(lines: List[str]) -> str:
+    """The first :data:`_MAX_LISTED` of ``lines``, one an indented line, and how many more."""
+    more = f"\n  ... and {len(lines) - _MAX_LISTED} more" if len(lines) > _MAX_LISTED else ""
+    return "\n  ".join(lines[:_MAX_LISTED]) + more
+
+
+def repeated_ids(entries: List[Dict]) -> List[Tuple[Any, List[Dict]]]:
+    """(id, the entries with it) for every "id" that more than one of ``entries`` has, in the
+    order of first use."""
+    with_id: Dict[Any, List[Dict]] = {}
+    for entry in entries:
+        with_id.setdefault(entry.get("id"), []).append(entry)
+    return [(i, e) for i, e in with_id.items() if len(e) > 1]
+
+
+def _check_unique_image_ids(images: List[Dict], name: str, json_file: str,
+                            describe) -> None:
+    """Raise :class:`InvalidAnnotationError` listing the image ids that more than one entry of
+    ``images`` has, each with its entries (``describe(img)``), whatever the policy: which of
+    the pictures an annotation of such an id shows cannot be told, so none can be skipped."""
+    repeated = repeated_ids(images)
+    if repeated:
+        lines = [f"image id {i}: {len(e)} entries ({', '.join(describe(img) for img in e)})"
+                 for i, e in repeated]
+        raise InvalidAnnotationError(
+            f"Dataset '{name}' ({json_file}) has {len(repeated)} image ids used by more than one "
+            f"entry of 'images':\n  {_listed(lines)}\nAn image id must name one picture: the "
+            f"annotations of a repeated id would go to every picture of that id, so "
+            f"DATASETS.INVALID_ANNOTATIONS skip cannot choose one. Give each image its own id.")
+
+
 def load_lvis_json_checked(json_file: str, image_root: str, dataset_name: Optional[str] = None,
                            *, on_invalid: Optional[str] = None,
                            check_image_files: Optional[bool] = None,
@@ -175,7 +205,10 @@ def load_lvis_json_checked(json_file: str, image_root: str, dataset_name: Option
                            ) -> List[Dict]:
     """Load an LVIS-format json into Detectron2 dicts, checking every annotation.
 
-    Checked: the category id is one of the file's categories; the box has width and height
+    Checked: every image id names one entry of "images" (a repeated id is an error under
+    either policy: its annotations cannot be given to one picture); annotation ids are unique
+    ("skip" keeps the first annotation of an id); the category id is one of the file's
+    categories; the box has width and height
     > 0; the image file exists (``check_image_files``); with ``require_masks`` (masks are
     trained), the segmentation is usable with ``mask_format``: polygons (at least one, each
     >= 3 points) for "polygon"; polygons or RLE (``size`` = [height, width], ``counts``) for
@@ -198,17 +231,26 @@ def load_lvis_json_checked(json_file: str, image_root: str, dataset_name: Option
     policy = _policy(**{k: _DEFAULTS[k] if v is None else v for k, v in given.items()})
     on_invalid, mask_format = policy["on_invalid"], policy["mask_format"]
     name = dataset_name or json_file
-    with PathManager.open(json_file, "r") as f:
-        data = json.load(f)
+    data = read_json(json_file)
     if category_id_to_contiguous is None:
         category_id_to_contiguous = {c["id"]: i for i, c in
                                      enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
-    anns_per_image: Dict[int, List[Dict]] = {}
-    for ann in data.get("annotations", []):
-        anns_per_image.setdefault(ann["image_id"], []).append(ann)
-    known_images = {img["id"] for img in data["images"]}
+    _check_unique_image_ids(data["images"], name, json_file,
+                            lambda img: _image_path(image_root, img, prefer_coco_url))
     problems: List[str] = []
     counts: Counter = Counter()
+    anns_per_image: Dict[int, List[Dict]] = {}
+    image_of_ann: Dict[Any, Any] = {}  # annotation id -> image id of its first annotation
+    for ann in data.get("annotations", []):
+        ann_id = ann.get("id")
+        if ann_id is not None and ann_id in image_of_ann:
+            problems.append(f"annotation id {ann_id} (image id {ann['image_id']}): the id of an "
+                            f"earlier annotation (of image id {image_of_ann[ann_id]})")
+            counts["duplicate annotation id"] += 1
+            continue
+        image_of_ann[ann_id] = ann["image_id"]
+        anns_per_image.setdefault(ann["image_id"], []).append(ann)
+    known_images = {img["id"] for img in data["images"]}
     for image_id in sorted(set(anns_per_image) - known_images):
         for ann in anns_per_image[image_id]:
             problems.append(f"annotation id {ann.get('id')}: image id {image_id} is not in "
@@ -249,16 +291,13 @@ def load_lvis_json_checked(json_file: str, image_root: str, dataset_name: Option
 
     if problems:
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        listed = "\n  ".join(problems[:_MAX_LISTED])
-        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED \
-            else ""
         if on_invalid == "error":
             raise InvalidAnnotationError(
                 f"Dataset '{name}' ({json_file}) has {len(problems)} invalid entries ({summary}):"
-                f"\n  {listed}{more}\nFix the file, or set DATASETS.INVALID_ANNOTATIONS skip to "
-                f"drop them (DATASETS.CHECK_IMAGE_FILES False skips the file check).")
+                f"\n  {_listed(problems)}\nFix the file, or set DATASETS.INVALID_ANNOTATIONS "
+                f"skip to drop them (DATASETS.CHECK_IMAGE_FILES False skips the file check).")
         logger.warning(f"Dataset '{name}': skipped {len(problems)} invalid entries ({summary}):"
-                       f"\n  {listed}{more}")
+                       f"\n  {_listed(problems)}")
     if boxes_only:
         logger.info(f"Dataset '{name}': {boxes_only} annotations have no usable segmentation "
                     f"(kept as boxes; masks are not trained)")

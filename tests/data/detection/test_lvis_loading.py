@@ -1,4 +1,5 @@
 """LVIS-format loading with annotation checks, and registration of a user's dataset."""
+import json
 import logging
 import os
 
@@ -115,3 +116,67 @@ def test_builtin_lvis_names_keep_detectron2_paths_and_metadata():
     assert meta.json_file.endswith(os.path.join("lvis", "lvis_v1_val.json"))
     assert "lvis_v0.5_train" in DatasetCatalog.list()
     assert len(MetadataCatalog.get("lvis_v0.5_train").thing_classes) == 1230
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])  # categories lost (registration) / kept (loading)
+def test_truncated_json_is_named_with_line_and_column(tiny, tmp_path, keep):
+    raw = open(tiny["train"], "rb").read()
+    path = tmp_path / "cut.json"
+    path.write_bytes(raw[:int(len(raw) * keep)])
+    with pytest.raises(json.JSONDecodeError, match=rf"{path} is not valid JSON .*line 1 column"):
+        register_lvis_dataset(f"tiny_lvis_cut_{keep}", str(path), tiny["image_root"])
+        DatasetCatalog.get(f"tiny_lvis_cut_{keep}")
+
+
+@pytest.mark.parametrize("on_invalid", ["error", "skip"])
+def test_repeated_image_id_is_an_error_under_either_policy(tiny, tmp_path, on_invalid):
+    def edit(d):  # image 2 becomes a second "image 1" of the same size
+        first, second = d["images"][:2]
+        second.update(id=first["id"], width=first["width"], height=first["height"])
+
+    path, data = corrupt(tiny, tmp_path, edit)
+    with pytest.raises(InvalidAnnotationError) as err:
+        load_lvis_json_checked(path, tiny["image_root"], "dup", on_invalid=on_invalid)
+    msg = str(err.value)
+    first, second = data["images"][:2]
+    assert f"({path}) has 1 image ids used by more than one entry" in msg
+    assert f"image id {first['id']}: 2 entries" in msg
+    assert first["file_name"] in msg and second["file_name"] in msg
+    assert "skip cannot choose one" in msg
+
+
+def test_repeated_image_ids_are_listed_up_to_ten_with_their_count(tiny, tmp_path):
+    def edit(d):
+        d["images"] += [dict(img) for img in d["images"]] + [dict(d["images"][0])]
+
+    path, _ = corrupt(tiny, tmp_path, edit)
+    with pytest.raises(InvalidAnnotationError, match=r"has 10 image ids used by more than one"):
+        load_lvis_json_checked(path, tiny["image_root"], "dup")
+    with pytest.raises(InvalidAnnotationError, match="image id 1: 3 entries"):
+        load_lvis_json_checked(path, tiny["image_root"], "dup")
+
+    def more(d):
+        edit(d)
+        d["images"] += [dict(img, id=img["id"] + 100) for img in d["images"][:4] * 2]
+
+    path, _ = corrupt(tiny, tmp_path, more)
+    with pytest.raises(InvalidAnnotationError, match=r"has 14 image ids (.|\n)*\.\.\. and 4 more"):
+        load_lvis_json_checked(path, tiny["image_root"], "dup")
+
+
+def test_repeated_annotation_id_is_an_error_or_a_logged_skip(tiny, tmp_path, caplog):
+    def edit(d):
+        d["annotations"][5]["id"] = d["annotations"][2]["id"]
+
+    path, data = corrupt(tiny, tmp_path, edit)
+    anns = data["annotations"]
+    with pytest.raises(InvalidAnnotationError) as err:
+        load_lvis_json_checked(path, tiny["image_root"], "dup")
+    msg = str(err.value)
+    assert "1 duplicate annotation id" in msg and "DATASETS.INVALID_ANNOTATIONS skip" in msg
+    assert (f"annotation id {anns[2]['id']} (image id {anns[5]['image_id']}): the id of an "
+            f"earlier annotation (of image id {anns[2]['image_id']})") in msg
+    with caplog.at_level(logging.WARNING, logger="tde_det"):
+        dicts = load_lvis_json_checked(path, tiny["image_root"], "dup", on_invalid="skip")
+    assert "skipped 1 invalid entries (1 duplicate annotation id)" in caplog.text
+    assert sum(len(d["annotations"]) for d in dicts) == len(anns) - 1
