@@ -65,9 +65,11 @@ def check_sweep_config(cfg) -> None:
 
 
 def alpha_override(cfg, alpha: float) -> str:
-    """The KEY VALUE overrides that evaluate ``cfg`` as the sweep's row for ``alpha``."""
+    """The KEY VALUE overrides that evaluate ``cfg`` as the sweep's row for ``alpha``. The value
+    is written as a float (``2.0``, not ``2``): ``cfg.merge_from_list`` refuses an int for the
+    float key ``MODEL.TDE.ALPHA``."""
     tde = "" if cfg.MODEL.TDE.TEST_TDE else "MODEL.TDE.TEST_TDE True "
-    return f"{tde}MODEL.TDE.ALPHA {alpha:g}"
+    return f"{tde}MODEL.TDE.ALPHA {float(alpha)!r}"
 
 
 @torch.no_grad()

@@ -107,7 +107,13 @@ def test_cli_on_a_classifier_writes_table_files_and_best_alpha(tmp_path):
                "--dataset", "cifar10_lt_r10_test", "--alphas", "0", "1", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best alpha on cifar10_lt_r10_test by top1" in proc.stdout
-    assert "MODEL.TDE.ALPHA" in proc.stdout
+    # the printed override pastes into train_net.py --eval-only (a whole-number alpha too)
+    override = proc.stdout.split("to use it: ")[1].splitlines()[0].split()
+    assert override[0] == "MODEL.TDE.ALPHA" and float(override[1]) in (0.0, 1.0, 2.0)
+    evaluated = run("train_net.py", "--eval-only", *common, "MODEL.WEIGHTS",
+                    str(tmp_path / "out" / "model_final.pth"), *override,
+                    "DATASETS.TEST", "('cifar10_lt_r10_test',)")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     out = tmp_path / "out" / "alpha_sweep" / "cifar10_lt_r10_test"
     rows = json.loads((out / "alpha_sweep.json").read_text())
     assert [r["alpha"] for r in rows] == [0.0, 1.0, 2.0]
@@ -272,3 +278,25 @@ def test_other_evaluators_and_per_alpha_masks_give_the_same_detections(tiny_dete
                  for name in runs}
         assert files["plain"] == files["records"] == files["per_alpha"]
         assert len(files["records"]) > 0
+
+
+def test_the_printed_override_merges_into_train_nets_config(tmp_path):
+    """Every default alpha (whole numbers too) and awkward ones: the override the sweep prints
+    is accepted by the config merge of tools/train_net.py and gives that alpha."""
+    from detectron2.engine import default_argument_parser
+
+    from tde_det.engine import setup
+    from tde_det.evaluation.alpha_sweep import alpha_override
+
+    tool = load_tool("sweep_alpha")
+    args = default_argument_parser().parse_args([
+        "--config-file", os.path.join(REPO, "configs", "lvis_cascade_tde.yaml"),
+        "OUTPUT_DIR", str(tmp_path)])
+    cfg = setup(args)  # as train_net.py builds it
+    for alpha in [*tool.DEFAULT_ALPHAS, 1e-5, 0.1234567, 10]:
+        for test_tde in (True, False):
+            c = cfg.clone()
+            c.defrost()
+            c.MODEL.TDE.TEST_TDE = test_tde
+            c.merge_from_list(alpha_override(c, alpha).split())
+            assert c.MODEL.TDE.ALPHA == alpha and c.MODEL.TDE.TEST_TDE, alpha
