@@ -97,6 +97,7 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
     as ``--eval-only`` does) to ``output/alpha_<alpha>``; otherwise none (an evaluator given
     the output folder "" writes nothing)."""
     check_alphas_per_pass(alphas_per_pass)
+    alphas = check_alphas(alphas)  # each alpha once, also across passes
     per_pass = alphas_per_pass or len(alphas)
     passes = [alphas[i:i + per_pass] for i in range(0, len(alphas), per_pass)]
     # one parse of the dataset's json for all alphas and passes (LVIS datasets)

@@ -47,10 +47,17 @@ class ClassificationCache:
 
 
 def check_alphas(alphas: Iterable[float]) -> List[float]:
-    """The alphas as floats; a clear error for an empty list or a negative / non-finite one."""
-    out = [check_real("every alpha (eq. 8)", a, 0.0, low_inclusive=True) for a in alphas]
-    if not out:
+    """The distinct alphas as floats, in the order given (a repeated one is kept once, with a
+    warning: each alpha is evaluated and reported once); a clear error for an empty list or a
+    negative / non-finite one."""
+    given = [check_real("every alpha (eq. 8)", a, 0.0, low_inclusive=True) for a in alphas]
+    if not given:
         raise ValueError("no alpha to sweep: give at least one (e.g. --alphas 0 0.5 1 1.5 2 3)")
+    out = list(dict.fromkeys(a + 0.0 for a in given))  # -0.0 and 0.0: one alpha, 0.0
+    if len(out) < len(given):
+        repeated = [a for a in out if given.count(a) > 1]
+        logger.warning(f"alpha {', '.join(f'{a:g}' for a in repeated)} given more than once: "
+                       f"each alpha is evaluated and reported once")
     return out
 
 

@@ -52,6 +52,11 @@ def test_rows_best_alpha_and_bad_alphas():
     assert best_alpha(rows, "few")["alpha"] == 0.0
     with pytest.raises(ValueError, match="unknown metric"):
         best_alpha(rows, "AP")
+    # a repeated alpha: one row, the first time it is given (no row of another alpha moves)
+    again = sweep_classification(cache, [0, 0.25, 0.0, 1.5, 0.25, -0.0], train_counts=[50, 5],
+                                 many_threshold=10, few_threshold=10, topk=1)
+    assert repr(again) == repr(rows)  # ("medium" is NaN: no class in that group)
+    assert check_alphas([1, 0.5, 1.0, -0.0, 0]) == [1.0, 0.5, 0.0]
     for bad in ([], [-1.0], [math.inf], [float("nan")]):
         with pytest.raises(ValueError, match=r"no alpha to sweep|every alpha \(eq. 8\) must be "
                                              r"a finite number >= 0.0"):

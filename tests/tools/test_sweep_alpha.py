@@ -70,6 +70,40 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
     assert scores[0.0] != scores[1.5]  # alpha matters, so the equality above could fail
 
 
+def test_a_repeated_alpha_is_evaluated_and_reported_once(tiny_detector, tmp_path):
+    """--alphas 0.5 0.5 1.5 0.5: one row per alpha, each equal to eval-only with that alpha, in
+    one pass and in one pass per alpha."""
+    cfg, model = tiny_detector[:2]
+    tool = load_tool("sweep_alpha")
+    given = [0.5, 0.5, 1.5, 0.5]
+    assert DetectionAlphaSweep(model, given, lambda a: LVISEvaluatorStub()).alphas == [0.5, 1.5]
+    rows = {per_pass: tool.sweep_detection(cfg, model, "tools_lvis_val", given, str(tmp_path),
+                                           alphas_per_pass=per_pass)
+            for per_pass in (0, 1)}
+    assert rows[0] == rows[1] and [r["alpha"] for r in rows[0]] == [0.5, 1.5]
+    predictors = model.roi_heads.box_predictor
+    try:
+        for row in rows[0]:
+            for p in predictors:
+                p.alpha = row["alpha"]
+            c = cfg.clone()
+            c.defrost()
+            c.OUTPUT_DIR, c.DATASETS.TEST = str(tmp_path / f"eval_{row['alpha']}"), \
+                ("tools_lvis_val",)
+            expected = {f"{task}/{k}": float(v) for task, metrics in Trainer.test(c, model).items()
+                        for k, v in metrics.items()}
+            assert row == {"alpha": row["alpha"], **expected}
+    finally:
+        for p in predictors:
+            p.alpha = 1.5
+    assert rows[0][0]["segm/AP"] != rows[0][1]["segm/AP"]  # alpha matters here
+
+
+class LVISEvaluatorStub:
+    def reset(self):
+        pass
+
+
 def test_parallel_evaluation_workers(monkeypatch):
     assert parallel_evaluation_workers(4, 10) == 4
     assert parallel_evaluation_workers(16, 3) == 3  # one per alpha at most
