@@ -126,7 +126,39 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
     return rows
 
 
-def write_outputs(rows: List[Dict], columns: List[str], output: str, title: str) -> None:
+def plot_sweep(rows: List[Dict], columns: List[str], title: str, best: Dict, metric: str):
+    """Metric vs alpha (as the paper's Fig. 4), in alpha order, the chosen alpha marked on the
+    ``metric`` curve and by a vertical line; the legend to the right of the axes, off the
+    curves. Returns the matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    rows = sorted(rows, key=lambda r: r["alpha"])
+    alphas = [r["alpha"] for r in rows]
+    names = list(dict.fromkeys(c.rpartition("/")[2] for c in columns))
+    for col in columns:  # one colour per metric, a dashed line for bbox beside segm
+        if all(col in r for r in rows):
+            ax.plot(alphas, [r[col] for r in rows], marker="o", ms=3, label=col,
+                    color=f"C{names.index(col.rpartition('/')[2])}",
+                    ls="--" if col.startswith("bbox/") and len(names) < len(columns) else "-",
+                    lw=2 if col == metric else 1)
+    ax.axvline(best["alpha"], color="0.4", ls="--", lw=1)
+    ax.plot([best["alpha"]], [best[metric]], marker="*", ms=13, color="k", ls="none",
+            label=f"chosen: alpha {best['alpha']:g}\n({metric} {best[metric]:.2f})")
+    ax.set_xlabel("alpha (eq. 8)")
+    ax.set_ylabel("%")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    return fig
+
+
+def write_outputs(rows: List[Dict], columns: List[str], output: str, title: str,
+                  best: Dict, metric: str) -> None:
     os.makedirs(output, exist_ok=True)
     keys = ["alpha"] + sorted({k for r in rows for k in r if k not in ("alpha", "per_class")})
     with open(os.path.join(output, "alpha_sweep.csv"), "w", newline="") as f:
@@ -135,23 +167,10 @@ def write_outputs(rows: List[Dict], columns: List[str], output: str, title: str)
         w.writerows(rows)
     with open(os.path.join(output, "alpha_sweep.json"), "w") as f:
         json.dump(rows, f, indent=1)
-    import matplotlib
-
-    matplotlib.use("Agg")
+    fig = plot_sweep(rows, columns, title, best, metric)
+    fig.savefig(os.path.join(output, "alpha_sweep.png"), dpi=90)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    alphas = [r["alpha"] for r in rows]
-    for col in columns:
-        if all(col in r for r in rows):
-            ax.plot(alphas, [r[col] for r in rows], marker="o", ms=3, label=col)
-    ax.set_xlabel("alpha (eq. 8)")
-    ax.set_ylabel("%")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(output, "alpha_sweep.png"), dpi=90)
     plt.close(fig)
 
 
@@ -201,8 +220,9 @@ def main(args) -> Dict:
         seconds = time.perf_counter() - start
         if not comm.is_main_process():
             continue
-        write_outputs(rows, columns, output, f"{dataset}: one pass, {len(alphas)} alphas")
         best = best_alpha(rows, metric)
+        write_outputs(rows, columns, output, f"{dataset}: one pass, {len(alphas)} alphas", best,
+                      metric)
         print(f"\nalpha sweep on {dataset} ({len(alphas)} alphas, {seconds:.1f} s):")
         print_table(rows, columns)
         print(f"best alpha on {dataset} by {metric}: {best['alpha']:g} ({best[metric]:.2f}); "

@@ -334,3 +334,23 @@ def test_the_printed_override_merges_into_train_nets_config(tmp_path):
             c.MODEL.TDE.TEST_TDE = test_tde
             c.merge_from_list(alpha_override(c, alpha).split())
             assert c.MODEL.TDE.ALPHA == alpha and c.MODEL.TDE.TEST_TDE, alpha
+
+
+def test_the_plot_marks_the_chosen_alpha_with_the_legend_off_the_curves():
+    tool = load_tool("sweep_alpha")
+    rows = [{"alpha": a, **{c: 20 + i - (a - 1.5) ** 2 for i, c in
+                            enumerate(tool.DETECTION_COLUMNS)}} for a in (3, 0, 1.5, 0.5, 2)]
+    best = {"alpha": 1.5, "segm/AP": 20.0}
+    fig = tool.plot_sweep(rows, tool.DETECTION_COLUMNS, "lvis_v1_val", best, "segm/AP")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= box.x1  # beside the axes, so on no curve
+    chosen = [line for line in ax.get_lines() if line.get_label().startswith("chosen")]
+    assert len(chosen) == 1 and list(chosen[0].get_xdata()) == [1.5]
+    assert list(chosen[0].get_ydata()) == [20.0] and "alpha 1.5" in chosen[0].get_label()
+    assert [line.get_xdata() for line in ax.get_lines()][0].tolist() == [0, 0.5, 1.5, 2, 3]
+    assert any(list(line.get_xdata()) == [1.5, 1.5] for line in ax.get_lines())  # axvline
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
