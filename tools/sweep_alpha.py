@@ -38,6 +38,7 @@ from tde_det.evaluation.alpha_sweep import (
     best_alpha,
     check_alphas,
     check_sweep_config,
+    reported_split_warning,
     sweep_classification_dataset,
 )
 from tde_det.evaluation.lvis_records import LVIS_METRICS
@@ -228,6 +229,9 @@ def main(args) -> Dict:
         print(f"best alpha on {dataset} by {metric}: {best['alpha']:g} ({best[metric]:.2f}); "
               f"to use it: {alpha_override(cfg, best['alpha'])}")
         print(f"wrote {output}/alpha_sweep.{{csv,json,png}}")
+        warning = reported_split_warning(cfg, dataset)
+        if warning:
+            logger.warning(warning)
         report[dataset] = {"rows": rows, "best": best, "seconds": seconds}
     return report
 

@@ -9,7 +9,7 @@ evaluating with TDE, whatever the config's ``MODEL.TDE.TEST_TDE`` (alpha = 0 is 
 """
 import logging
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.utils import comm
@@ -21,8 +21,8 @@ from tde_det.layers.tde_math import check_real
 from .classification_evaluation import accuracy_metrics
 
 __all__ = ["ClassificationCache", "alpha_override", "best_alpha", "check_alphas",
-           "check_sweep_config", "collect_classification_cache", "sweep_classification",
-           "sweep_classification_dataset"]
+           "check_sweep_config", "collect_classification_cache", "reported_split_warning",
+           "sweep_classification", "sweep_classification_dataset"]
 
 logger = logging.getLogger(__name__)
 LINEAR_ERROR = ("TDE (eq. 8) is not defined for MODEL.TDE.CLASSIFIER 'linear': there is no alpha "
@@ -69,6 +69,22 @@ def check_sweep_config(cfg) -> None:
     if not cfg.MODEL.TDE.TEST_TDE:
         logger.info("the config has MODEL.TDE.TEST_TDE False; the alpha sweep evaluates with TDE, "
                     "each alpha as --eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>")
+
+
+def reported_split_warning(cfg, dataset_name: str) -> Optional[str]:
+    """A warning when choosing alpha on ``dataset_name`` looks like choosing it on the split
+    that is reported: one of ``DATASETS.TEST`` (what ``--eval-only`` and the evaluation during
+    training report), or a name containing "test"; None otherwise."""
+    if dataset_name in cfg.DATASETS.TEST:
+        why = "one of DATASETS.TEST, which --eval-only and training evaluate and report"
+    elif "test" in dataset_name.lower():
+        why = "named as a test split"
+    else:
+        return None
+    return (f"alpha was chosen on {dataset_name!r}, {why}: an alpha chosen on the split you "
+            f"report overstates its result. Choose alpha on a held-out "
+            f"split (--dataset: a validation split, or held-out training images, see "
+            f"tde_det.data.detection.holdout) and report this split with that alpha")
 
 
 def alpha_override(cfg, alpha: float) -> str:

@@ -141,6 +141,8 @@ def test_cli_on_a_classifier_writes_table_files_and_best_alpha(tmp_path):
                "--dataset", "cifar10_lt_r10_test", "--alphas", "0", "1", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best alpha on cifar10_lt_r10_test by top1" in proc.stdout
+    assert "alpha was chosen on 'cifar10_lt_r10_test', named as a test split" \
+        in proc.stdout + proc.stderr
     # the printed override pastes into train_net.py --eval-only (a whole-number alpha too)
     override = proc.stdout.split("to use it: ")[1].splitlines()[0].split()
     assert override[0] == "MODEL.TDE.ALPHA" and float(override[1]) in (0.0, 1.0, 2.0)
@@ -219,6 +221,9 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
         assert ("pass 2 of 2 over tools_lvis_val: alphas 1.5" in proc.stdout + proc.stderr) \
             == (per_pass == "2")
         assert "best alpha on tools_lvis_val by segm/AP" in proc.stdout
+        # chosen on the split that eval-only reports: said so
+        assert "alpha was chosen on 'tools_lvis_val', one of DATASETS.TEST" \
+            in proc.stdout + proc.stderr
         assert "Loading" in proc.stdout + proc.stderr  # the weights and the json (see below)
         rows[per_pass] = json.loads((out / "tools_lvis_val" / "alpha_sweep.json").read_text())
     assert [r["alpha"] for r in rows["2"]] == [0.0, 0.5, 1.5]
