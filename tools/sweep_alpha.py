@@ -42,6 +42,7 @@ from tde_det.evaluation.alpha_sweep import (
     sweep_classification_dataset,
 )
 from tde_det.evaluation.lvis_records import LVIS_METRICS
+from tde_det.evaluation.progress import logged_progress
 from tde_det.evaluation.detection_alpha_sweep import (
     DetectionAlphaSweep,
     EvaluatorsSharingGroundTruth,
@@ -111,7 +112,9 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
             logger.info(f"pass {n} of {len(passes)} over {dataset}: alphas "
                         f"{', '.join(f'{a:g}' for a in chunk)}")
         sweep = DetectionAlphaSweep(model, chunk, make_evaluator, share_masks=share_masks)
-        for batch in Trainer.build_test_loader(cfg, dataset):
+        label = f"alpha sweep on {dataset}" + (f", pass {n} of {len(passes)}"
+                                               if len(passes) > 1 else "")
+        for batch in logged_progress(Trainer.build_test_loader(cfg, dataset), label):
             sweep.process(batch)
         if share_masks:
             logger.info(f"{sweep.detections} detections over {len(chunk)} alphas, "

@@ -19,6 +19,7 @@ from tde_det.layers import tde_bias_logits
 from tde_det.layers.tde_math import check_real
 
 from .classification_evaluation import accuracy_metrics
+from .progress import logged_progress
 
 __all__ = ["ClassificationCache", "alpha_override", "best_alpha", "check_alphas",
            "check_sweep_config", "collect_classification_cache", "reported_split_warning",
@@ -96,15 +97,16 @@ def alpha_override(cfg, alpha: float) -> str:
 
 
 @torch.no_grad()
-def collect_classification_cache(model, data_loader) -> ClassificationCache:
+def collect_classification_cache(model, data_loader, label: str = "alpha sweep"
+                                 ) -> ClassificationCache:
     """Run ``model`` (a ``TDEImageClassifier``) once over ``data_loader`` and cache eq. 7 logits
     and the TDE term B of every image, gathered from all processes (every rank gets the whole
-    split)."""
+    split). Progress is logged as Detectron2's inference logs it, under ``label``."""
     was_training = model.training
     model.eval()
     totals, biases, labels = [], [], []
     try:
-        for batch in data_loader:
+        for batch in logged_progress(data_loader, label):
             x = model.extract_features(model.preprocess_image(batch))
             total = model.classifier(x).float()
             if model.classifier.kind == "linear":
@@ -172,7 +174,7 @@ def sweep_classification_dataset(cfg, model, dataset_name: str, alphas: Sequence
         from tde_det.engine.trainer import Trainer  # the engine imports this package
 
         data_loader = Trainer.build_test_loader(cfg, dataset_name)
-    cache = collect_classification_cache(model, data_loader)
+    cache = collect_classification_cache(model, data_loader, f"alpha sweep on {dataset_name}")
     c = cfg.TEST.CLASSIFICATION
     rows = sweep_classification(cache, alphas, train_class_counts(dataset_name),
                                 c.MANY_THRESHOLD, c.FEW_THRESHOLD, c.TOPK)

@@ -70,7 +70,8 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
     assert scores[0.0] != scores[1.5]  # alpha matters, so the equality above could fail
 
 
-def test_a_repeated_alpha_is_evaluated_and_reported_once(tiny_detector, tmp_path):
+def test_a_repeated_alpha_is_evaluated_and_reported_once(tiny_detector, tmp_path,
+                                                         progress_log):
     """--alphas 0.5 0.5 1.5 0.5: one row per alpha, each equal to eval-only with that alpha, in
     one pass and in one pass per alpha."""
     cfg, model = tiny_detector[:2]
@@ -81,6 +82,12 @@ def test_a_repeated_alpha_is_evaluated_and_reported_once(tiny_detector, tmp_path
                                            alphas_per_pass=per_pass)
             for per_pass in (0, 1)}
     assert rows[0] == rows[1] and [r["alpha"] for r in rows[0]] == [0.5, 1.5]
+    # the inference passes log their progress, as Detectron2's inference does
+    done = [m.split(": inference done ")[1].split(".")[0] for m in progress_log
+            if "inference done" in m]
+    assert done == ["1/4", "2/4", "3/4", "4/4"] * 3  # one pass, then two passes
+    assert "alpha sweep on tools_lvis_val, pass 2 of 2: inference done 4/4." in progress_log[-2]
+    assert "ETA=0:00:00" in progress_log[-2] and "total inference time" in progress_log[-1]
     predictors = model.roi_heads.box_predictor
     try:
         for row in rows[0]:
