@@ -366,3 +366,37 @@ def test_the_plot_marks_the_chosen_alpha_with_the_legend_off_the_curves():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_each_evaluators_log_is_labelled_with_its_alpha(tiny_detector, tmp_path):
+    """The LVIS tables of the sweep's evaluators start with their alpha, also when they are
+    evaluated in forked processes (which write to the same handlers)."""
+    import logging
+
+    cfg, model = tiny_detector[:2]
+    log_file = tmp_path / "log.txt"
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    target = logging.getLogger("tde_det")  # RecordsLVISEvaluator logs its tables there
+    target.addHandler(handler)
+    level = target.level
+    target.setLevel(logging.INFO)
+    try:
+        for workers in (1, 2):
+            sweep = DetectionAlphaSweep(model, [0.5, 1.5], lambda a: Trainer.build_evaluator(
+                cfg, "tools_lvis_val", ""))
+            for batch in Trainer.build_test_loader(cfg, "tools_lvis_val"):
+                sweep.process(batch)
+            sweep.evaluate(workers=workers)
+            handler.flush()
+            lines = [ln for ln in log_file.read_text().splitlines()
+                     if "Evaluation results for" in ln]
+            assert sorted(ln.split(" Evaluation")[0] for ln in lines) == \
+                ["alpha 0.5:"] * 2 + ["alpha 1.5:"] * 2, (workers, lines)
+            log_file.write_text("")
+        logging.getLogger("tde_det.x").info("after the sweep")
+        assert log_file.read_text().strip().endswith("after the sweep")  # no label left
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(level)
+        handler.close()
