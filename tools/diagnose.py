@@ -41,6 +41,7 @@ from tde_det.evaluation.detection_alpha_sweep import (
     DetectionAlphaSweep,
     EvaluatorsSharingGroundTruth,
 )
+from tde_det.evaluation.progress import logged_progress
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEFastRCNNOutputLayers
 from tde_det.evaluation.diagnostic_plots import plot_per_class
 from tde_det.evaluation.diagnostic_plots import plot_training_metrics as plot_training_metrics_to
@@ -56,7 +57,7 @@ from tde_det.evaluation.diagnostics import (
 def collect_features(model, loader):
     feats, labels = [], []
     model.eval()
-    for batch in loader:
+    for batch in logged_progress(loader, "diagnose: features"):
         feats.append(model.extract_features(model.preprocess_image(batch)).float().cpu())
         labels.append(torch.as_tensor([int(d["label"]) for d in batch]))
     return torch.cat(feats), torch.cat(labels)
@@ -89,12 +90,12 @@ def _lvis_detections(cfg, model, dataset: str, tde_alpha: Optional[float]):
                 m.test_tde = False
         evaluators = {False: Trainer.build_evaluator(cfg, dataset, "")}
         evaluators[False].reset()
-        for batch in loader:
+        for batch in logged_progress(loader, "diagnose: detections"):
             evaluators[False].process(batch, model(batch))
     else:
         sweep = DetectionAlphaSweep(model, sorted({0.0, tde_alpha}), EvaluatorsSharingGroundTruth(
             lambda folder: Trainer.build_evaluator(cfg, dataset, folder)))
-        for batch in loader:
+        for batch in logged_progress(loader, "diagnose: detections with and without TDE"):
             sweep.process(batch)
         evaluators = {False: sweep.evaluators[0.0], True: sweep.evaluators[tde_alpha]}
     return (evaluators[False].ground_truth,
@@ -142,7 +143,8 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     stages = heads.num_cascade_stages
     feats = [[] for _ in range(stages)]
     labels = []
-    for batch in build_detection_test_loader(DatasetCatalog.get(dataset), mapper=mapper):
+    loader = build_detection_test_loader(DatasetCatalog.get(dataset), mapper=mapper)
+    for batch in logged_progress(loader, "diagnose: ground-truth box features"):
         gt = batch[0]["instances"].to(model.device)
         if len(gt) == 0:
             continue
@@ -194,7 +196,7 @@ def diagnose_classifier(cfg, dataset: str, output: str) -> List[Dict]:
     c = model.classifier
     stats = per_class_feature_stats(x, labels, model.head_direction.ema, c.num_heads, c.num_classes)
     wn = weight_norms(c.weight, c.num_heads)
-    cache = collect_classification_cache(model, loader)
+    cache = collect_classification_cache(model, loader, "diagnose: logits")
     acc_plain = per_class_accuracy(cache.total, cache.labels, c.num_classes)
     tde_key = f"accuracy_tde_alpha_{cfg.MODEL.TDE.ALPHA:g}" if _tde_applies(c.kind) else None
     if tde_key:

@@ -37,9 +37,11 @@ from tde_det.evaluation.alpha_sweep import (
     best_alpha,
     check_alphas,
     check_sweep_config,
+    reported_split_warning,
     sweep_classification_dataset,
 )
 from tde_det.evaluation.lvis_records import LVIS_METRICS
+from tde_det.evaluation.progress import logged_progress
 from tde_det.evaluation.detection_alpha_sweep import (
     DetectionAlphaSweep,
     EvaluatorsSharingGroundTruth,
@@ -96,6 +98,7 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
     as ``--eval-only`` does) to ``output/alpha_<alpha>``; otherwise none (an evaluator given
     the output folder "" writes nothing)."""
     check_alphas_per_pass(alphas_per_pass)
+    alphas = check_alphas(alphas)  # each alpha once, also across passes
     per_pass = alphas_per_pass or len(alphas)
     passes = [alphas[i:i + per_pass] for i in range(0, len(alphas), per_pass)]
     # one parse of the dataset's json for all alphas and passes (LVIS datasets)
@@ -108,7 +111,9 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
             logger.info(f"pass {n} of {len(passes)} over {dataset}: alphas "
                         f"{', '.join(f'{a:g}' for a in chunk)}")
         sweep = DetectionAlphaSweep(model, chunk, make_evaluator, share_masks=share_masks)
-        for batch in Trainer.build_test_loader(cfg, dataset):
+        label = f"alpha sweep on {dataset}" + (f", pass {n} of {len(passes)}"
+                                               if len(passes) > 1 else "")
+        for batch in logged_progress(Trainer.build_test_loader(cfg, dataset), label):
             sweep.process(batch)
         if share_masks:
             logger.info(f"{sweep.detections} detections over {len(chunk)} alphas, "
@@ -124,7 +129,39 @@ def sweep_detection(cfg, model, dataset: str, alphas: List[float], output: str,
     return rows
 
 
-def write_outputs(rows: List[Dict], columns: List[str], output: str, title: str) -> None:
+def plot_sweep(rows: List[Dict], columns: List[str], title: str, best: Dict, metric: str):
+    """Metric vs alpha (as the paper's Fig. 4), in alpha order, the chosen alpha marked on the
+    ``metric`` curve and by a vertical line; the legend to the right of the axes, off the
+    curves. Returns the matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    rows = sorted(rows, key=lambda r: r["alpha"])
+    alphas = [r["alpha"] for r in rows]
+    names = list(dict.fromkeys(c.rpartition("/")[2] for c in columns))
+    for col in columns:  # one colour per metric, a dashed line for bbox beside segm
+        if all(col in r for r in rows):
+            ax.plot(alphas, [r[col] for r in rows], marker="o", ms=3, label=col,
+                    color=f"C{names.index(col.rpartition('/')[2])}",
+                    ls="--" if col.startswith("bbox/") and len(names) < len(columns) else "-",
+                    lw=2 if col == metric else 1)
+    ax.axvline(best["alpha"], color="0.4", ls="--", lw=1)
+    ax.plot([best["alpha"]], [best[metric]], marker="*", ms=13, color="k", ls="none",
+            label=f"chosen: alpha {best['alpha']:g}\n({metric} {best[metric]:.2f})")
+    ax.set_xlabel("alpha (eq. 8)")
+    ax.set_ylabel("%")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    return fig
+
+
+def write_outputs(rows: List[Dict], columns: List[str], output: str, title: str,
+                  best: Dict, metric: str) -> None:
     os.makedirs(output, exist_ok=True)
     keys = ["alpha"] + sorted({k for r in rows for k in r if k not in ("alpha", "per_class")})
     with open(os.path.join(output, "alpha_sweep.csv"), "w", newline="") as f:
@@ -133,23 +170,10 @@ def write_outputs(rows: List[Dict], columns: List[str], output: str, title: str)
         w.writerows(rows)
     with open(os.path.join(output, "alpha_sweep.json"), "w") as f:
         json.dump(rows, f, indent=1)
-    import matplotlib
-
-    matplotlib.use("Agg")
+    fig = plot_sweep(rows, columns, title, best, metric)
+    fig.savefig(os.path.join(output, "alpha_sweep.png"), dpi=90)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    alphas = [r["alpha"] for r in rows]
-    for col in columns:
-        if all(col in r for r in rows):
-            ax.plot(alphas, [r[col] for r in rows], marker="o", ms=3, label=col)
-    ax.set_xlabel("alpha (eq. 8)")
-    ax.set_ylabel("%")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(output, "alpha_sweep.png"), dpi=90)
     plt.close(fig)
 
 
@@ -199,13 +223,17 @@ def main(args) -> Dict:
         seconds = time.perf_counter() - start
         if not comm.is_main_process():
             continue
-        write_outputs(rows, columns, output, f"{dataset}: one pass, {len(alphas)} alphas")
         best = best_alpha(rows, metric)
+        write_outputs(rows, columns, output, f"{dataset}: one pass, {len(alphas)} alphas", best,
+                      metric)
         print(f"\nalpha sweep on {dataset} ({len(alphas)} alphas, {seconds:.1f} s):")
         print_table(rows, columns)
         print(f"best alpha on {dataset} by {metric}: {best['alpha']:g} ({best[metric]:.2f}); "
               f"to use it: {alpha_override(cfg, best['alpha'])}")
         print(f"wrote {output}/alpha_sweep.{{csv,json,png}}")
+        warning = reported_split_warning(cfg, dataset)
+        if warning:
+            logger.warning(warning)
         report[dataset] = {"rows": rows, "best": best, "seconds": seconds}
     return report
 

@@ -1,5 +1,6 @@
 """Logs the head direction (Assumption 1) of every TDE box predictor during training, and stops
 training when a head direction becomes non-finite."""
+import logging
 import re
 from typing import List, Optional, Tuple
 
@@ -10,6 +11,8 @@ from tde_det.layers import HeadDirection
 from tde_det.layers.tde_math import split_heads
 
 __all__ = ["FiniteHeadDirections", "HeadDirectionLogger", "named_head_directions"]
+
+logger = logging.getLogger(__name__)
 
 
 class HeadDirectionLogger(HookBase):
@@ -22,6 +25,9 @@ class HeadDirectionLogger(HookBase):
     - ``tde/stage{k}/fg_cos``: mean over heads and foreground features of the last training
       batch of cos(x^k, d_hat^k) (absent when that batch had no foreground proposal). The
       predictors compute it only in the iterations that are logged (``record_foreground_cos``).
+
+    The same values are also logged to the console, one line per logged iteration (Detectron2's
+    console writer prints only losses, times and the learning rate).
     """
 
     def __init__(self, predictors: List[torch.nn.Module], period: int = 20):
@@ -51,6 +57,7 @@ class HeadDirectionLogger(HookBase):
         if not self._logs(self.trainer.iter):
             return
         storage = self.trainer.storage
+        logged = []
         for k, predictor in enumerate(self.predictors):
             hd = predictor.head_direction
             scalars = {"ema_norm": float(torch.linalg.vector_norm(hd.ema.double()))}
@@ -65,6 +72,8 @@ class HeadDirectionLogger(HookBase):
                 scalars["fg_cos"] = fg_cos
             for name, value in scalars.items():
                 storage.put_scalar(f"tde/stage{k}/{name}", value, smoothing_hint=False)
+                logged.append(f"tde/stage{k}/{name}: {value:.4g}")
+        logger.info(f"iter: {self.trainer.iter}  " + "  ".join(logged))
 
 
 def named_head_directions(model: torch.nn.Module) -> List[Tuple[str, HeadDirection]]:

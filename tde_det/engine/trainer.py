@@ -15,6 +15,7 @@ from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, HookBase, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.modeling import GeneralizedRCNNWithTTA
+from detectron2.utils.events import get_event_storage
 
 from tde_det.layers import frozen_head_directions
 
@@ -128,6 +129,26 @@ class Trainer(DefaultTrainer):
         return ret[:writer_at] + list(extra) + ret[writer_at:]
 
     @classmethod
+    def test(cls, cfg: CfgNode, model, evaluators=None) -> Dict:
+        """Detectron2's ``test``, then the TDE settings the model was evaluated with
+        (:func:`evaluated_tde_settings`) logged after the results and, during training, put
+        into the ``EventStorage`` as ``eval/<key>`` (so ``metrics.json`` has them beside the
+        AP)."""
+        results = super().test(cfg, model, evaluators)
+        settings = evaluated_tde_settings(model)
+        if settings:
+            logger.info("Evaluated with " + ", ".join(
+                f"{k} {' / '.join(map(str, v))}" for k, v in settings.items()))
+            try:
+                storage = get_event_storage()
+            except AssertionError:  # not training: --eval-only
+                storage = None
+            if storage is not None:
+                storage.put_scalars(**{f"eval/{k}": float(v[0]) for k, v in settings.items()
+                                       if len(v) == 1}, smoothing_hint=False)
+        return results
+
+    @classmethod
     def test_with_TTA(cls, cfg: CfgNode, model) -> Dict:
         """Evaluate ``model`` with Detectron2's test-time augmentation (``TEST.AUG``: the
         ``MIN_SIZES`` and, with ``FLIP``, their flips, merged by ``GeneralizedRCNNWithTTA``) on
@@ -140,6 +161,22 @@ class Trainer(DefaultTrainer):
                       for name in cfg.DATASETS.TEST]
         results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
         return OrderedDict((task + "_TTA", metrics) for task, metrics in results.items())
+
+
+def evaluated_tde_settings(model) -> Dict[str, List]:
+    """``{"MODEL.TDE.ALPHA": [...], "MODEL.TDE.TEST_TDE": [...], "MODEL.TDE.BACKGROUND_EXEMPTED":
+    [...]}``: the distinct values of the TDE modules of ``model`` (box predictors, classifier),
+    read from the model, not the config (one value each unless they differ); the last key for
+    detectors only. Empty for a model without TDE modules."""
+    attributes = {"MODEL.TDE.ALPHA": "alpha", "MODEL.TDE.TEST_TDE": "test_tde",
+                  "MODEL.TDE.BACKGROUND_EXEMPTED": "background_exempted"}
+    modules = [m for m in model.modules() if hasattr(m, "test_tde") and hasattr(m, "alpha")]
+    settings = {}
+    for key, name in attributes.items():
+        values = [getattr(m, name) for m in modules if hasattr(m, name)]
+        if values:
+            settings[key] = sorted(set(values))
+    return settings
 
 
 def check_test_time_augmentation(cfg: CfgNode) -> None:

@@ -9,7 +9,7 @@ evaluating with TDE, whatever the config's ``MODEL.TDE.TEST_TDE`` (alpha = 0 is 
 """
 import logging
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.utils import comm
@@ -19,10 +19,11 @@ from tde_det.layers import tde_bias_logits
 from tde_det.layers.tde_math import check_real
 
 from .classification_evaluation import accuracy_metrics
+from .progress import logged_progress
 
 __all__ = ["ClassificationCache", "alpha_override", "best_alpha", "check_alphas",
-           "check_sweep_config", "collect_classification_cache", "sweep_classification",
-           "sweep_classification_dataset"]
+           "check_sweep_config", "collect_classification_cache", "reported_split_warning",
+           "sweep_classification", "sweep_classification_dataset"]
 
 logger = logging.getLogger(__name__)
 LINEAR_ERROR = ("TDE (eq. 8) is not defined for MODEL.TDE.CLASSIFIER 'linear': there is no alpha "
@@ -47,10 +48,17 @@ class ClassificationCache:
 
 
 def check_alphas(alphas: Iterable[float]) -> List[float]:
-    """The alphas as floats; a clear error for an empty list or a negative / non-finite one."""
-    out = [check_real("every alpha (eq. 8)", a, 0.0, low_inclusive=True) for a in alphas]
-    if not out:
+    """The distinct alphas as floats, in the order given (a repeated one is kept once, with a
+    warning: each alpha is evaluated and reported once); a clear error for an empty list or a
+    negative / non-finite one."""
+    given = [check_real("every alpha (eq. 8)", a, 0.0, low_inclusive=True) for a in alphas]
+    if not given:
         raise ValueError("no alpha to sweep: give at least one (e.g. --alphas 0 0.5 1 1.5 2 3)")
+    out = list(dict.fromkeys(a + 0.0 for a in given))  # -0.0 and 0.0: one alpha, 0.0
+    if len(out) < len(given):
+        repeated = [a for a in out if given.count(a) > 1]
+        logger.warning(f"alpha {', '.join(f'{a:g}' for a in repeated)} given more than once: "
+                       f"each alpha is evaluated and reported once")
     return out
 
 
@@ -64,22 +72,41 @@ def check_sweep_config(cfg) -> None:
                     "each alpha as --eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>")
 
 
+def reported_split_warning(cfg, dataset_name: str) -> Optional[str]:
+    """A warning when choosing alpha on ``dataset_name`` looks like choosing it on the split
+    that is reported: one of ``DATASETS.TEST`` (what ``--eval-only`` and the evaluation during
+    training report), or a name containing "test"; None otherwise."""
+    if dataset_name in cfg.DATASETS.TEST:
+        why = "one of DATASETS.TEST, which --eval-only and training evaluate and report"
+    elif "test" in dataset_name.lower():
+        why = "named as a test split"
+    else:
+        return None
+    return (f"alpha was chosen on {dataset_name!r}, {why}: an alpha chosen on the split you "
+            f"report overstates its result. Choose alpha on a held-out "
+            f"split (--dataset: a validation split, or held-out training images, see "
+            f"tde_det.data.detection.holdout) and report this split with that alpha")
+
+
 def alpha_override(cfg, alpha: float) -> str:
-    """The KEY VALUE overrides that evaluate ``cfg`` as the sweep's row for ``alpha``."""
+    """The KEY VALUE overrides that evaluate ``cfg`` as the sweep's row for ``alpha``. The value
+    is written as a float (``2.0``, not ``2``): ``cfg.merge_from_list`` refuses an int for the
+    float key ``MODEL.TDE.ALPHA``."""
     tde = "" if cfg.MODEL.TDE.TEST_TDE else "MODEL.TDE.TEST_TDE True "
-    return f"{tde}MODEL.TDE.ALPHA {alpha:g}"
+    return f"{tde}MODEL.TDE.ALPHA {float(alpha)!r}"
 
 
 @torch.no_grad()
-def collect_classification_cache(model, data_loader) -> ClassificationCache:
+def collect_classification_cache(model, data_loader, label: str = "alpha sweep"
+                                 ) -> ClassificationCache:
     """Run ``model`` (a ``TDEImageClassifier``) once over ``data_loader`` and cache eq. 7 logits
     and the TDE term B of every image, gathered from all processes (every rank gets the whole
-    split)."""
+    split). Progress is logged as Detectron2's inference logs it, under ``label``."""
     was_training = model.training
     model.eval()
     totals, biases, labels = [], [], []
     try:
-        for batch in data_loader:
+        for batch in logged_progress(data_loader, label):
             x = model.extract_features(model.preprocess_image(batch))
             total = model.classifier(x).float()
             if model.classifier.kind == "linear":
@@ -147,7 +174,7 @@ def sweep_classification_dataset(cfg, model, dataset_name: str, alphas: Sequence
         from tde_det.engine.trainer import Trainer  # the engine imports this package
 
         data_loader = Trainer.build_test_loader(cfg, dataset_name)
-    cache = collect_classification_cache(model, data_loader)
+    cache = collect_classification_cache(model, data_loader, f"alpha sweep on {dataset_name}")
     c = cfg.TEST.CLASSIFICATION
     rows = sweep_classification(cache, alphas, train_class_counts(dataset_name),
                                 c.MANY_THRESHOLD, c.FEW_THRESHOLD, c.TOPK)

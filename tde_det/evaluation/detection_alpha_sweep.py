@@ -48,13 +48,51 @@ __all__ = ["DetectionAlphaSweep", "EvaluatorsSharingGroundTruth", "available_cpu
            "parallel_evaluation_workers"]
 
 logger = logging.getLogger(__name__)
-# The evaluators that forked workers inherit (set only while DetectionAlphaSweep.evaluate forks).
+# (alpha, evaluator) pairs that forked workers inherit (set only while
+# DetectionAlphaSweep.evaluate forks).
 _FORKED_EVALUATORS: Optional[List] = None
+
+
+class _Prefix(logging.Filter):
+    """Puts ``prefix`` before the message of every record it sees (once per record)."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "_alpha_prefixed", False):
+            record.msg, record.args = self.prefix + record.getMessage(), None
+            record._alpha_prefixed = True
+        return True
+
+
+@contextmanager
+def _labelled_logs(alpha: float):
+    """Within the block, every message that reaches a handler of any logger (the evaluators'
+    tables, the LVIS API's lines) starts with "alpha <alpha>: "."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    handlers = {h for lg in loggers for h in lg.handlers}
+    prefix = _Prefix(f"alpha {alpha:g}: ")
+    for h in handlers:
+        h.addFilter(prefix)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(prefix)
+
+
+def _evaluate_labelled(alpha: float, evaluator):
+    """``evaluator.evaluate()``, its log lines labelled with ``alpha``."""
+    with _labelled_logs(alpha):
+        return evaluator.evaluate()
 
 
 def _evaluate_inherited(index: int):
     """In a forked worker: run the ``index``-th inherited evaluator's ``evaluate()``."""
-    return _FORKED_EVALUATORS[index].evaluate()
+    return _evaluate_labelled(*_FORKED_EVALUATORS[index])
 
 
 def available_cpus() -> int:
@@ -228,7 +266,8 @@ class DetectionAlphaSweep:
         return per_alpha
 
     def evaluate(self, workers: int = 1) -> Dict[float, Dict]:
-        """``{alpha: evaluator.evaluate()}``. With ``workers`` > 1 the evaluators run at once in
+        """``{alpha: evaluator.evaluate()}``, each evaluator's log lines (its tables) starting
+        with "alpha <alpha>: ". With ``workers`` > 1 the evaluators run at once in
         that many forked processes, each inheriting the evaluators with what ``process`` gave
         them (LVIS evaluation is single-threaded Python, and one alpha's does not depend on
         another's); the results are the same. One process per rank under
@@ -237,9 +276,9 @@ class DetectionAlphaSweep:
         alphas = list(self.evaluators)
         workers = parallel_evaluation_workers(workers, len(alphas))
         if workers == 1:
-            return {a: self.evaluators[a].evaluate() for a in alphas}
+            return {a: _evaluate_labelled(a, self.evaluators[a]) for a in alphas}
         logger.info(f"evaluating {len(alphas)} alphas in {workers} processes")
-        _FORKED_EVALUATORS = [self.evaluators[a] for a in alphas]
+        _FORKED_EVALUATORS = [(a, self.evaluators[a]) for a in alphas]
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) \
                     as pool:

@@ -4,6 +4,7 @@ CIFAR-format pickles: a few training iterations, a checkpoint holding a non-zero
 direction, then --eval-only printing many/medium/few/overall with and without TDE.
 Image folder + split files (ImageNet-style augmentation, the lr-driven mu): train, --resume.
 """
+import json
 import os
 import subprocess
 import sys
@@ -65,6 +66,8 @@ def test_cifar_lt_train_then_eval_only(data_root, tmp_path):
     assert "Starting training" not in out
     assert_table(out, 1.0)
     assert "top1_no_tde" in out  # Detectron2's copy-paste lines list both sets
+    assert "Evaluated with MODEL.TDE.ALPHA 1.0, MODEL.TDE.TEST_TDE True\n" in out
+    assert "BACKGROUND_EXEMPTED" not in out.split("Evaluated with")[1].splitlines()[0]
 
 
 def test_image_folder_with_lr_driven_mu_and_resume(data_root, tmp_path):
@@ -86,3 +89,6 @@ def test_image_folder_with_lr_driven_mu_and_resume(data_root, tmp_path):
     assert_table(out, 3.0)
     metrics = open(os.path.join(out_dir, "metrics.json")).read()
     assert "head_direction_mu" in metrics
+    last = json.loads(metrics.splitlines()[-1])  # the evaluation after training
+    assert last["eval/MODEL.TDE.ALPHA"] == 3.0 and last["eval/MODEL.TDE.TEST_TDE"] == 1.0
+    assert "classification/top1" in last

@@ -86,6 +86,9 @@ def test_training_checkpoints_three_finite_head_directions(trained):
         assert f"tde/stage{s}/direction_cos_prev" in logged
     # LOG_PERIOD 2 (the tiny config), below the writer's 20: every logged iteration is written
     assert [r["iteration"] for r in records if "tde/stage0/ema_norm" in r] == [1, 3]
+    # ... and printed to the console, as the README says
+    console = [ln for ln in log.splitlines() if "tde/stage2/ema_norm: " in ln]
+    assert len(console) == 2 and "iter: 3 " in console[1] and "tde/stage0/fg_cos: " in console[1]
 
 
 def test_eval_only_reports_every_lvis_metric(trained):
@@ -162,16 +165,26 @@ def test_test_time_augmentation_in_eval_only_and_after_training(trained, tmp_pat
         last = [json.loads(line) for line in f if line.strip()][-1]
     for task in ("bbox_TTA", "segm_TTA", "bbox", "segm"):
         assert math.isfinite(last[f"{task}/AP"]), last
+    # what was evaluated, beside the AP (True: 1.0)
+    assert {k: v for k, v in last.items() if k.startswith("eval/")} == {
+        "eval/MODEL.TDE.ALPHA": 1.5, "eval/MODEL.TDE.TEST_TDE": 1.0,
+        "eval/MODEL.TDE.BACKGROUND_EXEMPTED": 1.0}
 
 
 def test_tde_off_and_alpha_zero_give_the_same_deconfound_scores(trained):
     paths, out, _ = trained
     weights = ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth")]
-    off = lvis_results(train_net("--eval-only", *tiny_overrides(paths, out + "_off"), *weights,
-                                 "MODEL.TDE.TEST_TDE", "False"))
-    zero = lvis_results(train_net("--eval-only", *tiny_overrides(paths, out + "_zero"),
-                                  *weights, "MODEL.TDE.ALPHA", "0.0"))
+    off_log = train_net("--eval-only", *tiny_overrides(paths, out + "_off"), *weights,
+                        "MODEL.TDE.TEST_TDE", "False")
+    zero_log = train_net("--eval-only", *tiny_overrides(paths, out + "_zero"), *weights,
+                         "MODEL.TDE.ALPHA", "0.0")
+    off, zero = lvis_results(off_log), lvis_results(zero_log)
     assert off and off == zero
+    # the logs say what was evaluated (the model's settings, after the results)
+    assert "Evaluated with MODEL.TDE.ALPHA 1.5, MODEL.TDE.TEST_TDE False, " \
+        "MODEL.TDE.BACKGROUND_EXEMPTED True" in off_log
+    assert "Evaluated with MODEL.TDE.ALPHA 0.0, MODEL.TDE.TEST_TDE True, " \
+        "MODEL.TDE.BACKGROUND_EXEMPTED True" in zero_log
     with open(os.path.join(out + "_off", "inference", "lvis_instances_results.json")) as f:
         a = json.load(f)
     with open(os.path.join(out + "_zero", "inference", "lvis_instances_results.json")) as f:

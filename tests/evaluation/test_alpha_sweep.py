@@ -18,6 +18,7 @@ from tde_det.evaluation.alpha_sweep import (
     check_alphas,
     check_sweep_config,
     collect_classification_cache,
+    reported_split_warning,
     sweep_classification,
     sweep_classification_dataset,
 )
@@ -52,6 +53,11 @@ def test_rows_best_alpha_and_bad_alphas():
     assert best_alpha(rows, "few")["alpha"] == 0.0
     with pytest.raises(ValueError, match="unknown metric"):
         best_alpha(rows, "AP")
+    # a repeated alpha: one row, the first time it is given (no row of another alpha moves)
+    again = sweep_classification(cache, [0, 0.25, 0.0, 1.5, 0.25, -0.0], train_counts=[50, 5],
+                                 many_threshold=10, few_threshold=10, topk=1)
+    assert repr(again) == repr(rows)  # ("medium" is NaN: no class in that group)
+    assert check_alphas([1, 0.5, 1.0, -0.0, 0]) == [1.0, 0.5, 0.0]
     for bad in ([], [-1.0], [math.inf], [float("nan")]):
         with pytest.raises(ValueError, match=r"no alpha to sweep|every alpha \(eq. 8\) must be "
                                              r"a finite number >= 0.0"):
@@ -149,3 +155,14 @@ def test_a_linear_classifier_is_refused(trained):
     # alpha = 0 is eq. 7, defined for a linear classifier (tools/benchmark_real_lt.py uses it).
     (row,), _ = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0])
     assert row["alpha"] == 0.0 and 0 <= row["top1"] <= 100
+
+
+def test_choosing_alpha_on_a_reported_split_is_warned_about():
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.DATASETS.TEST = ("lvis_v1_val",)
+    assert "one of DATASETS.TEST" in reported_split_warning(cfg, "lvis_v1_val")
+    assert "named as a test split" in reported_split_warning(cfg, "cifar10_lt_r100_test")
+    assert "tde_det.data.detection.holdout" in reported_split_warning(cfg, "lvis_v1_val")
+    for held_out in ("lvis_v1_train_heldout", "cifar10_lt_r100_val"):
+        assert reported_split_warning(cfg, held_out) is None

@@ -49,7 +49,7 @@ def test_training_metrics_plot(tiny_detector, tmp_path):
     assert (tmp_path / "training_metrics.png").stat().st_size > 1000
 
 
-def test_per_class_diagnostics_of_a_classifier(tmp_path):
+def test_per_class_diagnostics_of_a_classifier(tmp_path, progress_log):
     root = write_fashion_mnist_idx(str(tmp_path / "fm"), per_class=40, test_per_class=6)
     register_fashion_mnist_lt("diag_fm_r10", 10, seed=1, val_per_class=5, root=root)
     cfg = get_cfg()
@@ -63,6 +63,10 @@ def test_per_class_diagnostics_of_a_classifier(tmp_path):
     Trainer(cfg).train()
     cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     rows = diagnose.diagnose_classifier(cfg, "diag_fm_r10_test", str(tmp_path / "diag"))
+    # both passes log their progress (60 test images in batches of TEST.CLASSIFICATION's size)
+    for label in ("features", "logits"):
+        lines = [m for m in progress_log if m.startswith(f"diagnose: {label}: inference done ")]
+        assert lines and lines[-1].endswith(" ETA=0:00:00")
     counts = [r["train_count"] for r in rows]
     assert counts == sorted(counts, reverse=True) and len(rows) == 10
     assert all(r["class"] == FASHION_MNIST_CLASSES[r["class_id"]] for r in rows)  # names
@@ -82,7 +86,8 @@ def test_per_class_diagnostics_of_a_classifier(tmp_path):
     assert len(rows) == 10 and not any("_tde_alpha_" in k for k in rows[0])
 
 
-def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path, monkeypatch):
+def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path, monkeypatch,
+                                             progress_log):
     cfg, model, _, weights = tiny_detector
     cfg = cfg.clone()
     cfg.defrost()
@@ -95,6 +100,8 @@ def test_per_class_diagnostics_of_a_detector(tiny_detector, tmp_path, monkeypatc
                         or original(self, x))
     rows = diagnose.diagnose_detector(cfg, "tools_lvis_val", str(tmp_path / "diag"))
     monkeypatch.undo()
+    for label in ("ground-truth box features", "detections with and without TDE"):
+        assert f"diagnose: {label}: inference done 4/4. " in "\n".join(progress_log)
     # 4 images: one pass for the ground-truth boxes' features, one for AP with and without TDE
     assert sum(passes) == 8
     assert not (tmp_path / "diag" / "tde").exists()  # nothing evaluated or written per setting

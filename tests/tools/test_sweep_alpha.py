@@ -70,6 +70,47 @@ def test_detection_sweep_equals_eval_only_and_runs_the_network_once(tiny_detecto
     assert scores[0.0] != scores[1.5]  # alpha matters, so the equality above could fail
 
 
+def test_a_repeated_alpha_is_evaluated_and_reported_once(tiny_detector, tmp_path,
+                                                         progress_log):
+    """--alphas 0.5 0.5 1.5 0.5: one row per alpha, each equal to eval-only with that alpha, in
+    one pass and in one pass per alpha."""
+    cfg, model = tiny_detector[:2]
+    tool = load_tool("sweep_alpha")
+    given = [0.5, 0.5, 1.5, 0.5]
+    assert DetectionAlphaSweep(model, given, lambda a: LVISEvaluatorStub()).alphas == [0.5, 1.5]
+    rows = {per_pass: tool.sweep_detection(cfg, model, "tools_lvis_val", given, str(tmp_path),
+                                           alphas_per_pass=per_pass)
+            for per_pass in (0, 1)}
+    assert rows[0] == rows[1] and [r["alpha"] for r in rows[0]] == [0.5, 1.5]
+    # the inference passes log their progress, as Detectron2's inference does
+    done = [m.split(": inference done ")[1].split(".")[0] for m in progress_log
+            if "inference done" in m]
+    assert done == ["1/4", "2/4", "3/4", "4/4"] * 3  # one pass, then two passes
+    assert "alpha sweep on tools_lvis_val, pass 2 of 2: inference done 4/4." in progress_log[-2]
+    assert "ETA=0:00:00" in progress_log[-2] and "total inference time" in progress_log[-1]
+    predictors = model.roi_heads.box_predictor
+    try:
+        for row in rows[0]:
+            for p in predictors:
+                p.alpha = row["alpha"]
+            c = cfg.clone()
+            c.defrost()
+            c.OUTPUT_DIR, c.DATASETS.TEST = str(tmp_path / f"eval_{row['alpha']}"), \
+                ("tools_lvis_val",)
+            expected = {f"{task}/{k}": float(v) for task, metrics in Trainer.test(c, model).items()
+                        for k, v in metrics.items()}
+            assert row == {"alpha": row["alpha"], **expected}
+    finally:
+        for p in predictors:
+            p.alpha = 1.5
+    assert rows[0][0]["segm/AP"] != rows[0][1]["segm/AP"]  # alpha matters here
+
+
+class LVISEvaluatorStub:
+    def reset(self):
+        pass
+
+
 def test_parallel_evaluation_workers(monkeypatch):
     assert parallel_evaluation_workers(4, 10) == 4
     assert parallel_evaluation_workers(16, 3) == 3  # one per alpha at most
@@ -114,6 +155,15 @@ def test_cli_on_a_classifier_writes_table_files_and_best_alpha(tmp_path):
     assert {n: (tmp_path / "out" / n).read_text() for n in record} == record
     own = tmp_path / "out" / "sweep_alpha_model_final"
     assert "ALPHA" in (own / "config.yaml").read_text() and (own / "log.txt").is_file()
+    assert "alpha was chosen on 'cifar10_lt_r10_test', named as a test split" \
+        in proc.stdout + proc.stderr
+    # the printed override pastes into train_net.py --eval-only (a whole-number alpha too)
+    override = proc.stdout.split("to use it: ")[1].splitlines()[0].split()
+    assert override[0] == "MODEL.TDE.ALPHA" and float(override[1]) in (0.0, 1.0, 2.0)
+    evaluated = run("train_net.py", "--eval-only", *common, "MODEL.WEIGHTS",
+                    str(tmp_path / "out" / "model_final.pth"), *override,
+                    "DATASETS.TEST", "('cifar10_lt_r10_test',)")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     out = own / "cifar10_lt_r10_test"
     rows = json.loads((out / "alpha_sweep.json").read_text())
     assert [r["alpha"] for r in rows] == [0.0, 1.0, 2.0]
@@ -185,6 +235,9 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
         assert ("pass 2 of 2 over tools_lvis_val: alphas 1.5" in proc.stdout + proc.stderr) \
             == (per_pass == "2")
         assert "best alpha on tools_lvis_val by segm/AP" in proc.stdout
+        # chosen on the split that eval-only reports: said so
+        assert "alpha was chosen on 'tools_lvis_val', one of DATASETS.TEST" \
+            in proc.stdout + proc.stderr
         assert "Loading" in proc.stdout + proc.stderr  # the weights and the json (see below)
         rows[per_pass] = json.loads((out / "tools_lvis_val" / "alpha_sweep.json").read_text())
     assert [r["alpha"] for r in rows["2"]] == [0.0, 0.5, 1.5]
@@ -278,3 +331,79 @@ def test_other_evaluators_and_per_alpha_masks_give_the_same_detections(tiny_dete
                  for name in runs}
         assert files["plain"] == files["records"] == files["per_alpha"]
         assert len(files["records"]) > 0
+
+
+def test_the_printed_override_merges_into_train_nets_config(tmp_path):
+    """Every default alpha (whole numbers too) and awkward ones: the override the sweep prints
+    is accepted by the config merge of tools/train_net.py and gives that alpha."""
+    from detectron2.engine import default_argument_parser
+
+    from tde_det.engine import setup
+    from tde_det.evaluation.alpha_sweep import alpha_override
+
+    tool = load_tool("sweep_alpha")
+    args = default_argument_parser().parse_args([
+        "--config-file", os.path.join(REPO, "configs", "lvis_cascade_tde.yaml"),
+        "OUTPUT_DIR", str(tmp_path)])
+    cfg = setup(args)  # as train_net.py builds it
+    for alpha in [*tool.DEFAULT_ALPHAS, 1e-5, 0.1234567, 10]:
+        for test_tde in (True, False):
+            c = cfg.clone()
+            c.defrost()
+            c.MODEL.TDE.TEST_TDE = test_tde
+            c.merge_from_list(alpha_override(c, alpha).split())
+            assert c.MODEL.TDE.ALPHA == alpha and c.MODEL.TDE.TEST_TDE, alpha
+
+
+def test_the_plot_marks_the_chosen_alpha_with_the_legend_off_the_curves():
+    tool = load_tool("sweep_alpha")
+    rows = [{"alpha": a, **{c: 20 + i - (a - 1.5) ** 2 for i, c in
+                            enumerate(tool.DETECTION_COLUMNS)}} for a in (3, 0, 1.5, 0.5, 2)]
+    best = {"alpha": 1.5, "segm/AP": 20.0}
+    fig = tool.plot_sweep(rows, tool.DETECTION_COLUMNS, "lvis_v1_val", best, "segm/AP")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= box.x1  # beside the axes, so on no curve
+    chosen = [line for line in ax.get_lines() if line.get_label().startswith("chosen")]
+    assert len(chosen) == 1 and list(chosen[0].get_xdata()) == [1.5]
+    assert list(chosen[0].get_ydata()) == [20.0] and "alpha 1.5" in chosen[0].get_label()
+    assert [line.get_xdata() for line in ax.get_lines()][0].tolist() == [0, 0.5, 1.5, 2, 3]
+    assert any(list(line.get_xdata()) == [1.5, 1.5] for line in ax.get_lines())  # axvline
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_each_evaluators_log_is_labelled_with_its_alpha(tiny_detector, tmp_path):
+    """The LVIS tables of the sweep's evaluators start with their alpha, also when they are
+    evaluated in forked processes (which write to the same handlers)."""
+    import logging
+
+    cfg, model = tiny_detector[:2]
+    log_file = tmp_path / "log.txt"
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    target = logging.getLogger("tde_det")  # RecordsLVISEvaluator logs its tables there
+    target.addHandler(handler)
+    level = target.level
+    target.setLevel(logging.INFO)
+    try:
+        for workers in (1, 2):
+            sweep = DetectionAlphaSweep(model, [0.5, 1.5], lambda a: Trainer.build_evaluator(
+                cfg, "tools_lvis_val", ""))
+            for batch in Trainer.build_test_loader(cfg, "tools_lvis_val"):
+                sweep.process(batch)
+            sweep.evaluate(workers=workers)
+            handler.flush()
+            lines = [ln for ln in log_file.read_text().splitlines()
+                     if "Evaluation results for" in ln]
+            assert sorted(ln.split(" Evaluation")[0] for ln in lines) == \
+                ["alpha 0.5:"] * 2 + ["alpha 1.5:"] * 2, (workers, lines)
+            log_file.write_text("")
+        logging.getLogger("tde_det.x").info("after the sweep")
+        assert log_file.read_text().strip().endswith("after the sweep")  # no label left
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(level)
+        handler.close()
