@@ -5,14 +5,15 @@ Notation of the paper: a feature x in R^d and each class weight w_i in R^d are s
 contiguous head chunks x = [x^1 ... x^K]; tau is the logit scale, gamma the weight-norm offset and
 d_hat^k the unit head direction of head k (Assumption 1). Nothing here imports Detectron2.
 """
-import logging
 import math
-import os
 from numbers import Real
 from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from .fused import HeadDirectionUpdate
+from .fused import kernels_for as fused_kernels_for
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .head_direction import HeadDirection
@@ -29,10 +30,6 @@ __all__ = [
 
 CLASSIFIER_KINDS = ("linear", "cosine", "capsule", "deconfound")
 
-# A head direction's update for the Triton kernels: (x_bar, labels, num_classes, mu)
-HeadDirectionUpdate = Tuple[Tensor, Tensor, int, float]
-
-logger = logging.getLogger(__name__)
 
 
 def check_kind(kind: str, name: str = "classifier kind") -> str:
@@ -139,40 +136,6 @@ def denominators(kind: str, gamma: float, eps: float) -> Tuple[Tuple[float, floa
     return features, weights
 
 
-def fused_kernels_for(*tensors: Tensor):
-    """The Triton kernels module (:mod:`tde_det.layers.fused_kernels`) if it can take these
-    tensors -- float32, on CUDA, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``)
-    -- else None (the eager maths then runs). Also None, with one warning per device, where the
-    kernels cannot run there: no Triton, or its first try on the device failed (an old GPU, an
-    incompatible Triton)."""
-    if all(t.dtype == torch.float32 and t.is_cuda for t in tensors):
-        device = tensors[0].device
-    elif os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes") \
-            and all(t.dtype == torch.float32 for t in tensors):
-        device = torch.device("cpu")
-    else:
-        return None
-    if device not in _KERNELS_ON:
-        _KERNELS_ON[device] = _try_kernels(device)
-    return _KERNELS_ON[device]
-
-
-_KERNELS_ON: dict = {}  # device -> the kernels module, or None where they failed
-
-
-def _try_kernels(device: torch.device):
-    try:
-        from . import fused_kernels
-        fused_kernels.self_check(device)
-    except Exception as e:  # noqa: BLE001 - any failure means: use the eager maths here
-        logger.warning("MODEL.TDE.FUSED_KERNELS: the Triton kernels cannot run on %s (%s: %s); "
-                       "the TDE heads use the eager PyTorch maths there (same results, slower "
-                       "training steps). Set MODEL.TDE.FUSED_KERNELS False to silence this.",
-                       device, type(e).__name__, str(e).strip().split("\n")[0][:300])
-        return None
-    return fused_kernels
-
-
 def normalize_features(x: Tensor, kind: str, num_heads: int, eps: float) -> Tensor:
     """phi(x) of supplement eq. 1, per head: x^k / N_x(x^k).
 
@@ -258,7 +221,7 @@ def classifier_logits(x: Tensor, w: Tensor, kind: str, num_heads: int, tau: floa
     capsule: N = ||w_i^k|| * (||x^k|| + 1); linear: plain x^T w_i (no bias, no tau, no heads).
     ``x``: [N, d], ``w``: [C, d] -> [N, C]. With ``fused``, a training call (gradients needed)
     on float32 CUDA tensors runs the Triton kernels of
-    :class:`~tde_det.layers.fused_kernels.FusedNormalizedLogits` (same maths, 5 kernels
+    :class:`~tde_det.layers.fused.kernels.FusedNormalizedLogits` (same maths, 5 kernels
     forward and backward instead of 24).
 
     ``update``: ``(ema, labels, num_classes, mu)`` of a head direction to update from the

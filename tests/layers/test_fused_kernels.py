@@ -22,7 +22,7 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("the Triton kernels need CUDA or TRITON_INTERPRET=1 from the process start "
                 "(test_fused_kernels_interpreted.py runs this file so)", allow_module_level=True)
 pytest.importorskip("triton")
-from tde_det.layers import fused_kernels  # noqa: E402  (after the interpreter check)
+from tde_det.layers.fused import kernels as fused_kernels  # noqa: E402  (after the check)
 
 KINDS = ["deconfound", "cosine", "capsule"]
 
@@ -279,47 +279,3 @@ def test_kernel_update_only_where_the_kernels_can_do_it(route, monkeypatch):
     with pytest.raises(ValueError, match="float32 CUDA features"):
         tm.classifier_logits(x.double().to(DEVICE), x[:5].double().to(DEVICE), "deconfound", 2,
                              16.0, 1 / 32, 1e-9, fused=True, update=update)
-
-
-def _launch_all(x, w, labels, ema):
-    """Logits, both gradients and the updated head direction (every kernel of a step)."""
-    x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
-    ema = ema.clone()
-    z = fused_kernels.FusedNormalizedLogits.apply(x, w, 2, 8.0, (1e-9, 0.0), (1 / 32, 1e-9),
-                                                  (ema, labels, 7, 0.9))
-    z.backward(torch.ones_like(z))
-    sums = fused_kernels.foreground_sums(x.detach(), labels, 7)
-    fused_kernels.update_head_direction(ema, x.detach(), labels, 7, 0.9)
-    fused_kernels.apply_head_direction_sums(ema, sums, 0.9)
-    return [z.detach(), x.grad, w.grad, sums, ema]
-
-
-def test_direct_launches_give_what_tritons_launch_gives(route, monkeypatch):
-    """_Launcher: after a launch through Triton's run, launches with the same key call the
-    compiled kernel directly (on CUDA); the results are bit for bit those of run, also for
-    row counts and addresses that Triton specialises differently (1 row, 16 rows, a tensor
-    4 bytes past an aligned address)."""
-    assert fused_kernels._Launcher.direct  # self_check found the two ways equal
-    g = torch.Generator().manual_seed(3)
-    w = torch.randn(8, 64, generator=g).to(DEVICE)
-    ema = torch.randn(64, generator=g).to(DEVICE)
-    for rows in (1, 16, 17, 40):
-        for offset in (0, 1):  # offset 1: x starts 4 bytes past an aligned address
-            x = torch.randn(rows * 64 + offset, generator=g).to(DEVICE)[offset:].view(rows, 64)
-            labels = torch.randint(0, 8, (rows,), generator=g).to(DEVICE)
-            # twice: the second launch of a key is direct (where there is a compiled kernel)
-            direct = [_launch_all(x, w, labels, ema) for _ in range(2)][1]
-            monkeypatch.setattr(fused_kernels._Launcher, "direct", False)
-            through_run = _launch_all(x, w, labels, ema)
-            monkeypatch.setattr(fused_kernels._Launcher, "direct", True)
-            for a, b in zip(direct, through_run):
-                assert torch.equal(a, b)
-    if DEVICE == "cuda":  # the interpreter returns no compiled kernel: nothing cached there
-        for launcher in (fused_kernels._NORMALIZE_BACKWARD, fused_kernels._HEAD_DIRECTION_UPDATE):
-            assert launcher.cache
-        # the kernels that read x: aligned and unaligned x under keys of their own
-        for launcher in (fused_kernels._NORMALIZE, fused_kernels._FOREGROUND_SUMS,
-                         fused_kernels._FOREGROUND_UPDATE):
-            aligned = {all(a[1] % 16 == 0 for a in key[2] if isinstance(a, tuple))
-                       for key in launcher.cache}
-            assert aligned == {True, False}, launcher.kernel

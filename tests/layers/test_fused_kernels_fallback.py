@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-import tde_det.layers
+import tde_det.layers.fused
 from tde_det.layers import tde_math as tm
 
 
@@ -17,17 +17,17 @@ def _fail(device):
 
 @pytest.mark.parametrize("failure", ["first try fails", "no triton"])
 def test_the_eager_maths_with_one_warning_where_the_kernels_fail(failure, monkeypatch, caplog):
-    monkeypatch.setattr(tm, "_KERNELS_ON", {})
+    monkeypatch.setattr(tde_det.layers.fused, "_KERNELS_ON", {})
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # routes CPU tensors to the kernels' check
     if failure == "no triton":
-        monkeypatch.setitem(sys.modules, "tde_det.layers.fused_kernels", None)  # ImportError
-        monkeypatch.delattr(tde_det.layers, "fused_kernels", raising=False)
+        monkeypatch.setitem(sys.modules, "tde_det.layers.fused.kernels", None)  # ImportError
+        monkeypatch.delattr(tde_det.layers.fused, "kernels", raising=False)
     else:
-        fk = pytest.importorskip("tde_det.layers.fused_kernels")
+        fk = pytest.importorskip("tde_det.layers.fused.kernels")
         monkeypatch.setattr(fk, "self_check", _fail)
     x = torch.randn(4, 8, requires_grad=True)
     w = torch.randn(3, 8, requires_grad=True)
-    with caplog.at_level(logging.WARNING, logger=tm.__name__):
+    with caplog.at_level(logging.WARNING, logger=tde_det.layers.fused.__name__):
         for _ in range(2):
             z = tm.classifier_logits(x, w, "deconfound", 2, 16.0, 1 / 32, 1e-9, fused=True)
             z.sum().backward()
