@@ -11,10 +11,12 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
+from torch.func import functional_call
 
 from tde_det import add_tde_config
 from tde_det.layers import HeadDirection, NormalizedClassifier
 from tde_det.layers import tde_math as tm
+from tde_det.layers.fused import kernels_for
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -30,8 +32,14 @@ KINDS = ["deconfound", "cosine", "capsule"]
 @pytest.fixture
 def route():
     # the kernels' first try on the device (self_check) done before a test spies on them
-    assert tm.fused_kernels_for(torch.zeros(1, device=DEVICE)) is fused_kernels
+    assert kernels_for(torch.zeros(1, device=DEVICE)) is fused_kernels
     return fused_kernels
+
+
+def logits(x, w, kind, k, tau, gamma, eps, fused=False, update=None):
+    """Eq. 7 of a NormalizedClassifier with weight ``w`` (gradients reach ``w``)."""
+    clf = NormalizedClassifier(w.shape[1], w.shape[0], kind, k, tau, gamma, eps, fused=fused)
+    return functional_call(clf, {"weight": w}, (x,), {"update": update})
 
 
 def _inputs():
@@ -65,7 +73,7 @@ def test_logits_and_gradients_as_accurate_as_the_eager_maths(route, kind, gamma)
     for fused in (False, True):
         xf = x.to(DEVICE).requires_grad_()
         wf = w.to(DEVICE).requires_grad_()
-        z = tm.classifier_logits(xf, wf, kind, k, tau, gamma, eps, fused=fused)
+        z = logits(xf, wf, kind, k, tau, gamma, eps, fused=fused)
         assert ("Fused" in type(z.grad_fn).__name__) == fused
         gx, gw = torch.autograd.grad(z, (xf, wf), grad.float().to(DEVICE))
         results[fused] = [_err(z, ref.detach()), _err(gx, ref_x), _err(gw, ref_w)]
@@ -78,17 +86,17 @@ def test_dispatch_only_where_the_kernels_apply(route):
     x, w = _inputs()
     x, w = x.to(DEVICE).requires_grad_(), w.to(DEVICE).requires_grad_()
     args = ("deconfound", 2, 16.0, 1 / 32, 1e-9)
-    assert type(tm.classifier_logits(x, w, *args).grad_fn).__name__.startswith("_Normalized")
+    assert "Fused" not in type(logits(x, w, *args).grad_fn).__name__  # not fused: eager maths
     with torch.no_grad():  # inference: the eager maths
-        assert tm.classifier_logits(x, w, *args, fused=True).grad_fn is None
+        assert logits(x, w, *args, fused=True).grad_fn is None
     xd, wd = x.double(), w.double()  # float64: the eager maths
-    assert type(tm.classifier_logits(xd, wd, *args, fused=True).grad_fn).__name__ \
-        .startswith("_Normalized")
+    z = logits(xd, wd, *args, fused=True)
+    assert z.dtype == torch.float64 and "Fused" not in type(z.grad_fn).__name__
 
 
 def test_no_routing_to_the_kernels_on_the_cpu_without_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    assert tm.fused_kernels_for(torch.zeros(2)) is None
+    assert kernels_for(torch.zeros(2)) is None
 
 
 def _rows_and_labels(n=200, dim=64, num_classes=11):
@@ -108,7 +116,7 @@ def test_head_direction_update_as_the_eager_one(route, mu):
     eager.ema.normal_(generator=torch.Generator().manual_seed(3))
     fused = HeadDirection(64, 2, mu=mu, sync=False, fused=True).to(DEVICE)
     fused.ema.copy_(eager.ema)
-    assert tm.fused_kernels_for(x.to(DEVICE), fused.ema) is route  # the kernels take them
+    assert kernels_for(x.to(DEVICE), fused.ema) is route  # the kernels take them
     for _ in range(3):
         eager.update_from_labels(x, labels, 11)
         fused.update_from_labels(x.to(DEVICE), labels.to(DEVICE), 11)
@@ -202,7 +210,7 @@ def test_an_empty_or_one_row_batch(route, rows):
     for fused in (False, True):
         xf = x[:rows].to(DEVICE).requires_grad_()
         wf = w.to(DEVICE).requires_grad_()
-        z = tm.classifier_logits(xf, wf, *args, fused=fused)
+        z = logits(xf, wf, *args, fused=fused)
         z.sum().backward()
         out[fused] = (z.detach().cpu(), xf.grad.cpu(), wf.grad.cpu())
     for e, f in zip(out[False], out[True]):
@@ -218,10 +226,10 @@ def test_one_side_needs_a_gradient(route, needs):
     x, w = _inputs()
     args = ("cosine", 2, 16.0, 0.0, 1e-9)
     xb, wb = x.to(DEVICE).requires_grad_(), w.to(DEVICE).requires_grad_()
-    both = torch.autograd.grad(tm.classifier_logits(xb, wb, *args, fused=True).sum(), (xb, wb))
+    both = torch.autograd.grad(logits(xb, wb, *args, fused=True).sum(), (xb, wb))
     xo, wo = x.to(DEVICE), w.to(DEVICE)
     (xo if needs == "x" else wo).requires_grad_()
-    z = tm.classifier_logits(xo, wo, *args, fused=True)
+    z = logits(xo, wo, *args, fused=True)
     assert "Fused" in type(z.grad_fn).__name__
     (only,) = torch.autograd.grad(z.sum(), xo if needs == "x" else wo)
     assert torch.equal(only, both[0] if needs == "x" else both[1])
@@ -277,5 +285,5 @@ def test_kernel_update_only_where_the_kernels_can_do_it(route, monkeypatch):
     assert HeadDirection(64, 2).to(DEVICE).kernel_update(x.to(DEVICE), labels, 11) is None
     update = (hd.ema, labels.to(DEVICE), 11, 0.9)
     with pytest.raises(ValueError, match="float32 CUDA features"):
-        tm.classifier_logits(x.double().to(DEVICE), x[:5].double().to(DEVICE), "deconfound", 2,
-                             16.0, 1 / 32, 1e-9, fused=True, update=update)
+        logits(x.double().to(DEVICE), x[:5].double().to(DEVICE), "deconfound", 2, 16.0, 1 / 32,
+               1e-9, fused=True, update=update)

@@ -14,8 +14,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from torch import nn
 
-from tde_det.layers import HeadDirection, NormalizedClassifier, tde_logits
-from tde_det.layers.tde_math import check_real
+from tde_det.layers import HeadDirection, NormalizedClassifier
+from tde_det.layers.checks import check_real
 
 from ..tde_config_checks import check_tde_config
 
@@ -142,7 +142,7 @@ class TDEImageClassifier(nn.Module):
                     "the head direction (buffer 'head_direction.ema') is zero: the weights were "
                     "not trained with tde-det, or training has not run a single iteration. TDE "
                     "(eq. 8) needs it; set MODEL.TDE.TEST_TDE False to evaluate eq. 7 only")
-            final = tde_logits(self.classifier, x, self.head_direction.direction(), self.alpha)
+            final = self.classifier.tde_logits(x, self.head_direction.direction(), self.alpha)
         else:
             final = plain
         probs = F.softmax(final, dim=1)
