@@ -48,7 +48,7 @@ def _add_method_config(cfg: CN) -> None:
     # every rank holds the same EMA (the official code does not).
     cfg.MODEL.TDE.SYNC_HEAD_DIRECTION = True
     # Training steps on a GPU: compute the normalised classifier (forward and backward) and the
-    # head-direction update with Triton kernels (tde_det/layers/fused_kernels.py): 5 launches
+    # head-direction update with Triton kernels (tde_det/layers/fused/): 5 launches
     # per stage, the update riding in the classifier's (with a synchronised head direction on
     # several GPUs: 2 more), instead of 24 + 11 operators in eager PyTorch (a linear layer: 5).
     # Same maths; float32 sums in another order, so results can differ in the last bits. Only

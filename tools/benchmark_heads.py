@@ -47,7 +47,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
-from tde_det.layers.tde_math import fused_kernels_for
+from tde_det.layers.fused import kernels_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (800, 1333)
@@ -290,7 +290,7 @@ def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[st
                 "TDECascadeROIHeads": tde_step(False, True),
                 "TDECascadeROIHeads, an iteration that logs fg_cos": tde_step(True, True),
                 "TDECascadeROIHeads without the head-direction update": tde_step(False, False)}
-    if fused_kernels_for(*inputs[0].values()) is not None:  # where the Triton kernels run
+    if kernels_for(*inputs[0].values()) is not None:  # where the Triton kernels run
         name = "TDECascadeROIHeads, MODEL.TDE.FUSED_KERNELS " + str(not fused)
         variants[name] = tde_step(False, True, not fused)
     for fn in variants.values():
@@ -381,7 +381,7 @@ def main(argv=None) -> Dict:
         peak = memory_probe(args.memory_probe, args.quick, args.device, args.state)
         print(json.dumps({"peak_mib": peak}))
         return {}
-    runs_kernels = fused_kernels_for(torch.zeros(1, device=args.device)) is not None
+    runs_kernels = kernels_for(torch.zeros(1, device=args.device)) is not None
     if args.fused and not runs_kernels:
         p.error(f"--fused: the Triton kernels run on float32 CUDA tensors, not on "
                 f"--device {args.device}")

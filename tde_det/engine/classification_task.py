@@ -16,7 +16,7 @@ from tde_det.data.classification import (
 )
 from tde_det.evaluation import ClassificationEvaluator
 from tde_det.layers import HeadDirection
-from tde_det.layers.tde_math import check_real
+from tde_det.layers.checks import check_real
 
 from .dataset_checks import check_config_splits
 from .mu_schedule_hook import MuScheduleHook

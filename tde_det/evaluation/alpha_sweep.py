@@ -1,7 +1,7 @@
 """Alpha sweep for image classification from one inference pass.
 
 Eq. 8 is linear in alpha before the softmax: TDE(alpha) = z - alpha * B, with z the eq. 7
-logits and B the alpha-free TDE term (``tde_det.layers.tde_bias_logits``). One pass over a
+logits and B the alpha-free TDE term (``NormalizedClassifier.tde_bias``). One pass over a
 split caches z and B per image; every alpha is then scored from the cache with the same metric
 code as :class:`~tde_det.evaluation.ClassificationEvaluator`, so a row equals what
 ``--eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>`` reports: sweeping alpha means
@@ -15,8 +15,7 @@ import torch
 from detectron2.utils import comm
 
 from tde_det.data.classification import shot_groups, train_class_counts
-from tde_det.layers import tde_bias_logits
-from tde_det.layers.tde_math import check_real
+from tde_det.layers.checks import check_real
 
 from .classification_evaluation import accuracy_metrics
 from .progress import logged_progress
@@ -112,8 +111,7 @@ def collect_classification_cache(model, data_loader, label: str = "alpha sweep"
             if model.classifier.kind == "linear":
                 bias = torch.zeros_like(total)
             else:
-                bias = tde_bias_logits(model.classifier, x,
-                                       model.head_direction.direction()).float()
+                bias = model.classifier.tde_bias(x, model.head_direction.direction()).float()
             totals.append(total.cpu())
             biases.append(bias.cpu())
             labels.append(torch.as_tensor([int(d["label"]) for d in batch], dtype=torch.long))

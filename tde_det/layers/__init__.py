@@ -1,13 +1,10 @@
-"""The TDE maths core (eq. 7, 8, 9 and Assumption 1) in pure PyTorch; no Detectron2 import."""
+"""The TDE layers in pure PyTorch, no Detectron2 import: the maths of eq. 7, 8, 9 and
+Assumption 1 (:mod:`.tde_math`), the classifier and head-direction modules, their validation
+(:mod:`.checks`) and optional Triton kernels for training steps (:mod:`.fused`)."""
+from .checks import CLASSIFIER_KINDS
 from .head_direction import HeadDirection, frozen_head_directions
 from .normalized_classifier import NormalizedClassifier
-from .tde_math import (
-    CLASSIFIER_KINDS,
-    background_exempted_probs,
-    tde_bias_logits,
-    tde_logits,
-    tde_logits_and_bias,
-)
+from .tde_math import background_exempted_probs
 
 __all__ = [
     "CLASSIFIER_KINDS",
@@ -15,7 +12,4 @@ __all__ = [
     "NormalizedClassifier",
     "background_exempted_probs",
     "frozen_head_directions",
-    "tde_bias_logits",
-    "tde_logits",
-    "tde_logits_and_bias",
 ]

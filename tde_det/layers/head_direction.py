@@ -6,8 +6,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .tde_math import (HeadDirectionUpdate, check_mu, check_num_heads, fused_kernels_for,
-                       head_norms, unit_heads)
+from .checks import check_mu, check_num_heads
+from .fused import HeadDirectionUpdate, kernels_for
+from .tde_math import head_norms, moving_sum_update_, row_sums, unit_heads
 
 __all__ = ["HeadDirection", "frozen_head_directions"]
 
@@ -59,28 +60,19 @@ class HeadDirection(nn.Module):
             return
         rows = features.detach()
         n = rows.shape[0]
-        # Sums accumulate in float64; few kernels, since this runs in every training step.
-        if keep is None:
-            total = rows.sum(dim=0, dtype=torch.float64)
-            count = torch.full((1,), n, dtype=torch.float64, device=rows.device)
-        else:
+        if keep is not None:
             if keep.dtype != torch.bool or keep.dim() != 1 or keep.shape[0] != n:
                 got = keep.shape[0] if keep.dim() == 1 else tuple(keep.shape)
                 raise ValueError(f"keep must be a bool mask of length {n} (the number of feature "
                                  f"rows), got dtype {keep.dtype} and length {got}")
             keep = keep.to(rows.device)
-            # where(), not a product with the mask: a non-finite row that is not kept is ignored.
-            total = torch.where(keep[:, None], rows, 0.0).sum(dim=0, dtype=torch.float64)
-            count = keep.sum(dim=0, keepdim=True, dtype=torch.float64)
+        total, count = row_sums(rows, keep)
         if self._syncing():
             stats = torch.cat([total, count])
             dist.all_reduce(stats, op=dist.ReduceOp.SUM)
             total, count = stats[:-1], stats[-1:]
-        total, count = total.to(self.ema.device), count.to(self.ema.device)
-        # x_bar * mu + total / count; with no kept row x_bar * 1 + 0 / 1 (only a -0.0 turns +0.0).
-        # In place and in four kernels; the division is done in float64.
-        self.ema.mul_(torch.where(count > 0, self._mu, 1.0)).addcdiv_(total,
-                                                                      count.clamp_min(1.0))
+        moving_sum_update_(self.ema, total.to(self.ema.device), count.to(self.ema.device),
+                           self._mu)
 
     @torch.no_grad()
     def update_from_labels(self, features: Tensor, labels: Tensor, num_classes: int) -> None:
@@ -96,7 +88,7 @@ class HeadDirection(nn.Module):
         if self.fused:
             if rows.dtype in (torch.float16, torch.bfloat16):  # AMP box features: exact in fp32
                 rows = rows.float()
-            kernels = fused_kernels_for(rows, self.ema)
+            kernels = kernels_for(rows, self.ema)
         if kernels is None:
             self.update(rows, keep=((labels >= 0) & (labels < num_classes)).to(rows.device))
             return
@@ -108,12 +100,12 @@ class HeadDirection(nn.Module):
     def kernel_update(self, features: Tensor, labels: Tensor, num_classes: int
                       ) -> Optional[HeadDirectionUpdate]:
         """The :meth:`update_from_labels` of these rows as ``(ema, labels, num_classes, mu)`` for
-        the Triton kernels to do inside the classifier's launch (``classifier_logits(...,
+        the Triton kernels to do inside the classifier's launch (``NormalizedClassifier(x,
         update=)``), or None where they cannot: not ``fused``, features not float32 CUDA, or a
         synchronised x_bar (its all-reduce must come between the sums and the update), or
         ``frozen``. Checks the shapes of what it returns as :meth:`update_from_labels`; changes
         nothing itself."""
-        if self.frozen or not self.fused or fused_kernels_for(features, self.ema) is None \
+        if self.frozen or not self.fused or kernels_for(features, self.ema) is None \
                 or self._syncing():
             return None  # (update_from_labels checks the shapes)
         self._check_labels(features, labels)

@@ -3,7 +3,7 @@ key: a wrong value in a yaml file or an override is reported as the config key a
 a layer's argument."""
 from detectron2.config import CfgNode
 
-from tde_det.layers.tde_math import check_kind, check_mu, check_num_heads, check_real
+from tde_det.layers.checks import check_kind, check_mu, check_num_heads, check_real
 
 __all__ = ["check_softmax_box_head", "check_tde_config"]
 

@@ -33,7 +33,6 @@ from tde_det.layers import (
     HeadDirection,
     NormalizedClassifier,
     background_exempted_probs,
-    tde_logits,
 )
 
 DEVICE = os.environ.get("TDE_TEST_DEVICE", "cuda")
@@ -65,13 +64,13 @@ def test_tde_maths_on_cuda_equals_cpu(kind):
         gpu_ema.update(x.to(DEVICE), keep.to(DEVICE))
     torch.testing.assert_close(gpu_ema.ema.cpu(), ema.ema, rtol=1e-6, atol=1e-6)
     for alpha in (0.0, 1.5):
-        cpu = tde_logits(clf, x, ema, alpha)
-        gpu = tde_logits(gpu_clf, x.to(DEVICE), gpu_ema, alpha)
+        cpu = clf.tde_logits(x, ema, alpha)
+        gpu = gpu_clf.tde_logits(x.to(DEVICE), gpu_ema, alpha)
         assert gpu.device.type == DEVICE
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
-    probs = background_exempted_probs(clf(x), tde_logits(clf, x, ema, 1.0))
-    gpu_probs = background_exempted_probs(gpu_clf(x.to(DEVICE)), tde_logits(gpu_clf, x.to(DEVICE),
-                                                                         gpu_ema, 1.0))
+    probs = background_exempted_probs(clf(x), clf.tde_logits(x, ema, 1.0))
+    gpu_probs = background_exempted_probs(gpu_clf(x.to(DEVICE)),
+                                          gpu_clf.tde_logits(x.to(DEVICE), gpu_ema, 1.0))
     torch.testing.assert_close(gpu_probs.cpu(), probs, rtol=1e-4, atol=1e-6)
 
 

@@ -22,7 +22,7 @@ from tde_det.evaluation.alpha_sweep import (
     sweep_classification,
     sweep_classification_dataset,
 )
-from tde_det.layers import NormalizedClassifier, tde_logits
+from tde_det.layers import NormalizedClassifier
 
 
 @pytest.mark.parametrize("kind", ["cosine", "capsule", "deconfound"])
@@ -31,11 +31,10 @@ def test_cached_terms_give_eq8(kind):
     clf = NormalizedClassifier(8, 5, kind=kind, num_heads=2, tau=16, gamma=1 / 32)
     x, x_bar = torch.rand(6, 8), torch.rand(8)
     cache = ClassificationCache(clf(x), None, torch.zeros(6, dtype=torch.long))
-    from tde_det.layers import tde_bias_logits
 
-    cache.bias = tde_bias_logits(clf, x, x_bar)
+    cache.bias = clf.tde_bias(x, x_bar)
     for alpha in (0.0, 0.7, 3.0):
-        torch.testing.assert_close(cache.logits(alpha), tde_logits(clf, x, x_bar, alpha),
+        torch.testing.assert_close(cache.logits(alpha), clf.tde_logits(x, x_bar, alpha),
                                    rtol=0, atol=1e-5)
 
 

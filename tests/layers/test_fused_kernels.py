@@ -11,10 +11,12 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
+from torch.func import functional_call
 
 from tde_det import add_tde_config
 from tde_det.layers import HeadDirection, NormalizedClassifier
 from tde_det.layers import tde_math as tm
+from tde_det.layers.fused import kernels_for
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -22,7 +24,7 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("the Triton kernels need CUDA or TRITON_INTERPRET=1 from the process start "
                 "(test_fused_kernels_interpreted.py runs this file so)", allow_module_level=True)
 pytest.importorskip("triton")
-from tde_det.layers import fused_kernels  # noqa: E402  (after the interpreter check)
+from tde_det.layers.fused import kernels as fused_kernels  # noqa: E402  (after the check)
 
 KINDS = ["deconfound", "cosine", "capsule"]
 
@@ -30,8 +32,14 @@ KINDS = ["deconfound", "cosine", "capsule"]
 @pytest.fixture
 def route():
     # the kernels' first try on the device (self_check) done before a test spies on them
-    assert tm.fused_kernels_for(torch.zeros(1, device=DEVICE)) is fused_kernels
+    assert kernels_for(torch.zeros(1, device=DEVICE)) is fused_kernels
     return fused_kernels
+
+
+def logits(x, w, kind, k, tau, gamma, eps, fused=False, update=None):
+    """Eq. 7 of a NormalizedClassifier with weight ``w`` (gradients reach ``w``)."""
+    clf = NormalizedClassifier(w.shape[1], w.shape[0], kind, k, tau, gamma, eps, fused=fused)
+    return functional_call(clf, {"weight": w}, (x,), {"update": update})
 
 
 def _inputs():
@@ -65,7 +73,7 @@ def test_logits_and_gradients_as_accurate_as_the_eager_maths(route, kind, gamma)
     for fused in (False, True):
         xf = x.to(DEVICE).requires_grad_()
         wf = w.to(DEVICE).requires_grad_()
-        z = tm.classifier_logits(xf, wf, kind, k, tau, gamma, eps, fused=fused)
+        z = logits(xf, wf, kind, k, tau, gamma, eps, fused=fused)
         assert ("Fused" in type(z.grad_fn).__name__) == fused
         gx, gw = torch.autograd.grad(z, (xf, wf), grad.float().to(DEVICE))
         results[fused] = [_err(z, ref.detach()), _err(gx, ref_x), _err(gw, ref_w)]
@@ -78,17 +86,17 @@ def test_dispatch_only_where_the_kernels_apply(route):
     x, w = _inputs()
     x, w = x.to(DEVICE).requires_grad_(), w.to(DEVICE).requires_grad_()
     args = ("deconfound", 2, 16.0, 1 / 32, 1e-9)
-    assert type(tm.classifier_logits(x, w, *args).grad_fn).__name__.startswith("_Normalized")
+    assert "Fused" not in type(logits(x, w, *args).grad_fn).__name__  # not fused: eager maths
     with torch.no_grad():  # inference: the eager maths
-        assert tm.classifier_logits(x, w, *args, fused=True).grad_fn is None
+        assert logits(x, w, *args, fused=True).grad_fn is None
     xd, wd = x.double(), w.double()  # float64: the eager maths
-    assert type(tm.classifier_logits(xd, wd, *args, fused=True).grad_fn).__name__ \
-        .startswith("_Normalized")
+    z = logits(xd, wd, *args, fused=True)
+    assert z.dtype == torch.float64 and "Fused" not in type(z.grad_fn).__name__
 
 
 def test_no_routing_to_the_kernels_on_the_cpu_without_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    assert tm.fused_kernels_for(torch.zeros(2)) is None
+    assert kernels_for(torch.zeros(2)) is None
 
 
 def _rows_and_labels(n=200, dim=64, num_classes=11):
@@ -108,7 +116,7 @@ def test_head_direction_update_as_the_eager_one(route, mu):
     eager.ema.normal_(generator=torch.Generator().manual_seed(3))
     fused = HeadDirection(64, 2, mu=mu, sync=False, fused=True).to(DEVICE)
     fused.ema.copy_(eager.ema)
-    assert tm.fused_kernels_for(x.to(DEVICE), fused.ema) is route  # the kernels take them
+    assert kernels_for(x.to(DEVICE), fused.ema) is route  # the kernels take them
     for _ in range(3):
         eager.update_from_labels(x, labels, 11)
         fused.update_from_labels(x.to(DEVICE), labels.to(DEVICE), 11)
@@ -202,7 +210,7 @@ def test_an_empty_or_one_row_batch(route, rows):
     for fused in (False, True):
         xf = x[:rows].to(DEVICE).requires_grad_()
         wf = w.to(DEVICE).requires_grad_()
-        z = tm.classifier_logits(xf, wf, *args, fused=fused)
+        z = logits(xf, wf, *args, fused=fused)
         z.sum().backward()
         out[fused] = (z.detach().cpu(), xf.grad.cpu(), wf.grad.cpu())
     for e, f in zip(out[False], out[True]):
@@ -218,10 +226,10 @@ def test_one_side_needs_a_gradient(route, needs):
     x, w = _inputs()
     args = ("cosine", 2, 16.0, 0.0, 1e-9)
     xb, wb = x.to(DEVICE).requires_grad_(), w.to(DEVICE).requires_grad_()
-    both = torch.autograd.grad(tm.classifier_logits(xb, wb, *args, fused=True).sum(), (xb, wb))
+    both = torch.autograd.grad(logits(xb, wb, *args, fused=True).sum(), (xb, wb))
     xo, wo = x.to(DEVICE), w.to(DEVICE)
     (xo if needs == "x" else wo).requires_grad_()
-    z = tm.classifier_logits(xo, wo, *args, fused=True)
+    z = logits(xo, wo, *args, fused=True)
     assert "Fused" in type(z.grad_fn).__name__
     (only,) = torch.autograd.grad(z.sum(), xo if needs == "x" else wo)
     assert torch.equal(only, both[0] if needs == "x" else both[1])
@@ -277,49 +285,5 @@ def test_kernel_update_only_where_the_kernels_can_do_it(route, monkeypatch):
     assert HeadDirection(64, 2).to(DEVICE).kernel_update(x.to(DEVICE), labels, 11) is None
     update = (hd.ema, labels.to(DEVICE), 11, 0.9)
     with pytest.raises(ValueError, match="float32 CUDA features"):
-        tm.classifier_logits(x.double().to(DEVICE), x[:5].double().to(DEVICE), "deconfound", 2,
-                             16.0, 1 / 32, 1e-9, fused=True, update=update)
-
-
-def _launch_all(x, w, labels, ema):
-    """Logits, both gradients and the updated head direction (every kernel of a step)."""
-    x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
-    ema = ema.clone()
-    z = fused_kernels.FusedNormalizedLogits.apply(x, w, 2, 8.0, (1e-9, 0.0), (1 / 32, 1e-9),
-                                                  (ema, labels, 7, 0.9))
-    z.backward(torch.ones_like(z))
-    sums = fused_kernels.foreground_sums(x.detach(), labels, 7)
-    fused_kernels.update_head_direction(ema, x.detach(), labels, 7, 0.9)
-    fused_kernels.apply_head_direction_sums(ema, sums, 0.9)
-    return [z.detach(), x.grad, w.grad, sums, ema]
-
-
-def test_direct_launches_give_what_tritons_launch_gives(route, monkeypatch):
-    """_Launcher: after a launch through Triton's run, launches with the same key call the
-    compiled kernel directly (on CUDA); the results are bit for bit those of run, also for
-    row counts and addresses that Triton specialises differently (1 row, 16 rows, a tensor
-    4 bytes past an aligned address)."""
-    assert fused_kernels._Launcher.direct  # self_check found the two ways equal
-    g = torch.Generator().manual_seed(3)
-    w = torch.randn(8, 64, generator=g).to(DEVICE)
-    ema = torch.randn(64, generator=g).to(DEVICE)
-    for rows in (1, 16, 17, 40):
-        for offset in (0, 1):  # offset 1: x starts 4 bytes past an aligned address
-            x = torch.randn(rows * 64 + offset, generator=g).to(DEVICE)[offset:].view(rows, 64)
-            labels = torch.randint(0, 8, (rows,), generator=g).to(DEVICE)
-            # twice: the second launch of a key is direct (where there is a compiled kernel)
-            direct = [_launch_all(x, w, labels, ema) for _ in range(2)][1]
-            monkeypatch.setattr(fused_kernels._Launcher, "direct", False)
-            through_run = _launch_all(x, w, labels, ema)
-            monkeypatch.setattr(fused_kernels._Launcher, "direct", True)
-            for a, b in zip(direct, through_run):
-                assert torch.equal(a, b)
-    if DEVICE == "cuda":  # the interpreter returns no compiled kernel: nothing cached there
-        for launcher in (fused_kernels._NORMALIZE_BACKWARD, fused_kernels._HEAD_DIRECTION_UPDATE):
-            assert launcher.cache
-        # the kernels that read x: aligned and unaligned x under keys of their own
-        for launcher in (fused_kernels._NORMALIZE, fused_kernels._FOREGROUND_SUMS,
-                         fused_kernels._FOREGROUND_UPDATE):
-            aligned = {all(a[1] % 16 == 0 for a in key[2] if isinstance(a, tuple))
-                       for key in launcher.cache}
-            assert aligned == {True, False}, launcher.kernel
+        logits(x.double().to(DEVICE), x[:5].double().to(DEVICE), "deconfound", 2, 16.0, 1 / 32,
+               1e-9, fused=True, update=update)

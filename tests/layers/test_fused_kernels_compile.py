@@ -8,7 +8,7 @@ triton = pytest.importorskip("triton")
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from tde_det.layers import fused_kernels as fk  # noqa: E402
+from tde_det.layers.fused import kernels as fk  # noqa: E402
 
 F32, F64 = "*fp32", "*fp64"
 SIDES = {"add_a": "fp32", "lo_a": "fp32", "scale_a": "fp32", "add_b": "fp32", "lo_b": "fp32",

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from tde_det.layers import CLASSIFIER_KINDS, NormalizedClassifier, tde_logits
+from tde_det.layers import CLASSIFIER_KINDS, NormalizedClassifier
 
 NORMALISED = ("cosine", "capsule", "deconfound")
 
@@ -65,7 +65,7 @@ def test_gradcheck_tde_float64(kind):
     clf = NormalizedClassifier(6, 4, kind=kind, num_heads=3).double()
     x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     xbar = torch.randn(6, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda x: tde_logits(clf, x, xbar, 1.5), (x,))
+    assert torch.autograd.gradcheck(lambda x: clf.tde_logits(x, xbar, 1.5), (x,))
 
 
 @pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
@@ -87,9 +87,29 @@ def test_zero_rows_are_finite(kind):
     if kind != "linear":
         for xbar in (torch.zeros(4), torch.tensor([0.0, 0.0, 1.0, 2.0])):
             x.grad = None
-            tde = tde_logits(clf, x, xbar, 1.5)
+            tde = clf.tde_logits(x, xbar, 1.5)
             tde.sum().backward()
             assert torch.isfinite(tde).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("kind", NORMALISED)
+@pytest.mark.parametrize("gamma", [1 / 32, 0.0, 1e-12])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gradients_finite_at_zero_clamped_and_underflowing_norms(kind, gamma, dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 8, generator=gen, dtype=dtype)
+    x[1] = 0.0  # a zero feature
+    x[2, :4] = 0.0  # one zero head chunk
+    x[3, 4:] = 1e-30  # a chunk whose squares underflow in float32: ||x^k|| = 0, x^k != 0
+    w = torch.randn(5, 8, generator=gen, dtype=dtype)
+    w[0] = 0.0  # a zero class weight
+    w[1, 4:] = 1e-12  # a chunk whose norm is below eps = 1e-9 (clamped)
+    clf = NormalizedClassifier(8, 5, kind=kind, num_heads=2, gamma=gamma).to(dtype)
+    x.requires_grad_()
+    out = functional_call(clf, {"weight": w.requires_grad_()}, (x,))
+    out.backward(torch.randn(7, 5, generator=gen, dtype=dtype))
+    for t in (out, x.grad, w.grad):
+        assert torch.isfinite(t).all()
 
 
 @pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
@@ -106,7 +126,7 @@ def test_float32_under_bfloat16_autocast(kind):
     torch.testing.assert_close(out, ref)
     if kind != "linear":
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            tde = tde_logits(clf, x, torch.randn(8), 1.5)
+            tde = clf.tde_logits(x, torch.randn(8), 1.5)
         assert tde.dtype == torch.float32
 
 

@@ -12,10 +12,8 @@ from tde_det.layers import (
     HeadDirection,
     NormalizedClassifier,
     background_exempted_probs,
-    tde_bias_logits,
-    tde_logits,
-    tde_logits_and_bias,
 )
+from tde_det.layers import tde_math as tm
 
 NORMALISED = ("cosine", "capsule", "deconfound")
 
@@ -62,9 +60,9 @@ def test_eq7_by_hand(kind):
 def test_eq8_by_hand(kind):
     clf = make(kind, W, tau=4.0, gamma=0.25)
     expected = [z - 2.0 * b for z, b in zip(HAND_EQ7[kind], HAND_BIAS[kind])]
-    torch.testing.assert_close(tde_logits(clf, X, XBAR, 2.0), torch.tensor([expected]),
+    torch.testing.assert_close(clf.tde_logits(X, XBAR, 2.0), torch.tensor([expected]),
                                rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(tde_bias_logits(clf, X, XBAR), torch.tensor([HAND_BIAS[kind]]),
+    torch.testing.assert_close(clf.tde_bias(X, XBAR), torch.tensor([HAND_BIAS[kind]]),
                                rtol=1e-6, atol=1e-6)
 
 
@@ -93,14 +91,14 @@ def test_known_answer_classification():
     eq8 = torch.tensor([[-16.5676746, 2.7995467, -18.9512177],
                         [-27.9625092, -14.0271540, -27.3254833]])
     torch.testing.assert_close(clf(KA_X), eq7, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(tde_logits(clf, KA_X, KA_XBAR, 3.0), eq8, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(clf.tde_logits(KA_X, KA_XBAR, 3.0), eq8, rtol=1e-5, atol=1e-5)
 
 
 def test_known_answer_detection():
     clf = make("deconfound", KA_W)
     eq9 = torch.tensor([[3.9452880e-06, 7.6909733e-01, 6.0720248e-07, 2.3089814e-01],
                         [4.8639037e-02, 6.2354815e-01, 2.3000894e-01, 9.7803757e-02]])
-    out = background_exempted_probs(clf(KA_X), tde_logits(clf, KA_X, KA_XBAR, 1.5))
+    out = background_exempted_probs(clf(KA_X), clf.tde_logits(KA_X, KA_XBAR, 1.5))
     torch.testing.assert_close(out, eq9, rtol=1e-5, atol=1e-6)
 
 
@@ -115,29 +113,29 @@ def _random_case(kind, seed=0, num_heads=2, d=8, c=5, n=6):
 @pytest.mark.parametrize("kind", NORMALISED)
 def test_alpha_zero_is_eq7_and_bias_decomposition(kind):
     clf, x, xbar = _random_case(kind)
-    assert torch.equal(tde_logits(clf, x, xbar, 0.0), clf(x))
-    bias = tde_bias_logits(clf, x, xbar)
+    assert torch.equal(clf.tde_logits(x, xbar, 0.0), clf(x))
+    bias = clf.tde_bias(x, xbar)
     for alpha in (0.5, 1.5, 3.0):
-        torch.testing.assert_close(tde_logits(clf, x, xbar, alpha), clf(x) - alpha * bias)
-    assert not torch.allclose(tde_logits(clf, x, xbar, 1.5), clf(x), atol=1e-3)
+        torch.testing.assert_close(clf.tde_logits(x, xbar, alpha), clf(x) - alpha * bias)
+    assert not torch.allclose(clf.tde_logits(x, xbar, 1.5), clf(x), atol=1e-3)
 
 
 @pytest.mark.parametrize("kind", NORMALISED)
 def test_zero_head_direction_gives_eq7(kind):
     clf, x, _ = _random_case(kind)
-    out = tde_logits(clf, x, torch.zeros(8), 1.5)
+    out = clf.tde_logits(x, torch.zeros(8), 1.5)
     assert torch.isfinite(out).all() and torch.equal(out, clf(x))
-    assert torch.equal(tde_logits(clf, x, HeadDirection(8), 1.5), clf(x))
+    assert torch.equal(clf.tde_logits(x, HeadDirection(8), 1.5), clf(x))
 
 
 @pytest.mark.parametrize("kind", NORMALISED)
 def test_tde_depends_on_direction_not_scale(kind):
     clf, x, xbar = _random_case(kind)
-    ref = tde_logits(clf, x, xbar, 1.5)
+    ref = clf.tde_logits(x, xbar, 1.5)
     scaled = torch.cat([xbar[:4] * 1e-3, xbar[4:] * 250.0])
-    torch.testing.assert_close(tde_logits(clf, x, scaled, 1.5), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(clf.tde_logits(x, scaled, 1.5), ref, rtol=1e-5, atol=1e-5)
     turned = torch.cat([xbar[:4], xbar[4:].flip(0)])
-    assert not torch.allclose(tde_logits(clf, x, turned, 1.5), ref, atol=1e-3)
+    assert not torch.allclose(clf.tde_logits(x, turned, 1.5), ref, atol=1e-3)
 
 
 @pytest.mark.parametrize("kind", NORMALISED)
@@ -145,27 +143,27 @@ def test_cancellation_parallel_to_head_direction(kind):
     clf, _, xbar = _random_case(kind)
     x = torch.stack([torch.cat([xbar[:4] * a, xbar[4:] * b]) for a, b in [(1, 1), (3, 0.2)]])
     assert clf(x).abs().max() > 1.0
-    torch.testing.assert_close(tde_logits(clf, x, xbar, 1.0), torch.zeros(2, 5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(clf.tde_logits(x, xbar, 1.0), torch.zeros(2, 5), atol=1e-5, rtol=0)
 
 
 def test_head_direction_module_and_validation():
     clf, x, xbar = _random_case("deconfound")
     hd = HeadDirection(8, num_heads=2)
     hd.ema.copy_(xbar)
-    assert torch.equal(tde_logits(clf, x, hd, 1.5), tde_logits(clf, x, xbar, 1.5))
+    assert torch.equal(clf.tde_logits(x, hd, 1.5), clf.tde_logits(x, xbar, 1.5))
     with pytest.raises(ValueError, match="num_heads=1"):
-        tde_logits(clf, x, HeadDirection(8, num_heads=1), 1.5)
+        clf.tde_logits(x, HeadDirection(8, num_heads=1), 1.5)
     with pytest.raises(ValueError, match=r"shape \(8,\).*\(6,\)"):
-        tde_logits(clf, x, torch.zeros(6), 1.5)
+        clf.tde_logits(x, torch.zeros(6), 1.5)
     with pytest.raises(ValueError, match="alpha.*-0.5"):
-        tde_logits(clf, x, xbar, -0.5)
+        clf.tde_logits(x, xbar, -0.5)
     with pytest.raises(ValueError, match="alpha.*nan"):
-        tde_logits(clf, x, xbar, float("nan"))
+        clf.tde_logits(x, xbar, float("nan"))
     linear, _, _ = _random_case("linear")
     with pytest.raises(ValueError, match="normalised classifier.*linear"):
-        tde_logits(linear, x, xbar, 1.5)
+        linear.tde_logits(x, xbar, 1.5)
     with pytest.raises(ValueError, match="normalised classifier.*linear"):
-        tde_bias_logits(linear, x, xbar)
+        linear.tde_bias(x, xbar)
 
 
 def test_k1_gamma0_deconfound_is_cosine():
@@ -175,7 +173,7 @@ def test_k1_gamma0_deconfound_is_cosine():
     expected = 16.0 * torch.nn.functional.cosine_similarity(x[:, None, :], clf.weight[None], dim=-1)
     torch.testing.assert_close(clf(x), expected.detach())
     torch.testing.assert_close(cos(x), expected.detach())
-    torch.testing.assert_close(tde_logits(clf, x, xbar, 1.0), tde_logits(cos, x, xbar, 1.0))
+    torch.testing.assert_close(clf.tde_logits(x, xbar, 1.0), cos.tde_logits(x, xbar, 1.0))
 
 
 def test_eq9_properties():
@@ -209,18 +207,83 @@ def test_eq9_validation():
         background_exempted_probs(torch.zeros(2, 3), torch.zeros(2, 3), bg_index=3)
 
 
+LAYERS = Path(tde_det.layers.__file__).parent
+
+
+def _layer_modules():
+    """{module name: (path, its package)} of every file in tde_det/layers, subpackages included."""
+    out = {}
+    for path in sorted(LAYERS.rglob("*.py")):
+        parts = list(path.relative_to(LAYERS).with_suffix("").parts)
+        package = parts[-1] == "__init__"
+        name = ".".join(["tde_det.layers"] + (parts[:-1] if package else parts))
+        out[name] = (path, name if package else name.rsplit(".", 1)[0])
+    return out
+
+
+def _imports(path, package):
+    """Every module an import statement of ``path`` names (in functions and under TYPE_CHECKING
+    too), relative imports resolved against ``package``; ``from P import x`` gives P and P.x."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level \
+                else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            yield module
+            yield from (f"{module}.{a.name}" for a in node.names)
+
+
 def test_layers_never_import_detectron2():
-    files = sorted(Path(tde_det.layers.__file__).parent.glob("*.py"))
-    assert len(files) >= 4
-    for path in files:
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            assert not any(n.split(".")[0] == "detectron2" for n in names), (path, names)
-            assert not any(n.split(".")[0] == "tde_det" for n in names), (path, names)
+    modules = _layer_modules()
+    assert len(modules) >= 6
+    for name, (path, package) in modules.items():
+        for imported in _imports(path, package):
+            assert imported.split(".")[0] != "detectron2", (path, imported)
+            # tde_det.layers only, and only through relative imports
+            assert not imported.startswith("tde_det.") or imported.startswith("tde_det.layers"), \
+                (path, imported)
+
+
+def test_no_import_cycle_inside_the_layers():
+    modules = _layer_modules()
+    graph = {name: {m for m in _imports(path, package) if m in modules and m != name}
+             for name, (path, package) in modules.items()}
+    done, path = set(), []
+
+    def visit(name):
+        assert name not in path, "import cycle: " + " -> ".join(path[path.index(name):] + [name])
+        if name not in done:
+            path.append(name)
+            for dep in sorted(graph[name]):
+                visit(dep)
+            path.pop()
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+    # tde_math is the maths only: no kernels, no modules, no environment
+    assert graph["tde_det.layers.tde_math"] == {"tde_det.layers.checks"}
+    importers = {n for n, deps in graph.items() if "tde_det.layers.fused.kernels" in deps}
+    assert importers == {"tde_det.layers.fused"}  # the Triton kernels behind their dispatch
+    assert all("triton" not in {m.split(".")[0] for m in _imports(p, pkg)}
+               for n, (p, pkg) in modules.items() if n != "tde_det.layers.fused.kernels")
+
+
+def test_eq8_and_the_moving_average_as_tensor_functions():
+    total, bias = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, 4.0]])
+    assert torch.equal(tm.tde_logits(total, bias, 2.0), torch.tensor([[0.0, -10.0]]))
+    with pytest.raises(ValueError, match="alpha.*-1"):
+        tm.tde_logits(total, bias, -1.0)
+    rows = torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [3.0, 6.0]])
+    sums, count = tm.row_sums(rows, torch.tensor([True, False, True]))
+    assert sums.dtype == torch.float64 and torch.equal(sums, torch.tensor([4.0, 8.0]).double())
+    ema = torch.tensor([2.0, -2.0])
+    tm.moving_sum_update_(ema, sums, count, 0.5)  # 0.5 * x_bar + sums / 2
+    assert torch.equal(ema, torch.tensor([3.0, 3.0]))
+    none = tm.row_sums(rows, torch.zeros(3, dtype=torch.bool))
+    assert torch.equal(tm.moving_sum_update_(ema, *none, 0.5), torch.tensor([3.0, 3.0]))
 
 
 @pytest.mark.parametrize("kind", ["cosine", "capsule", "deconfound"])
@@ -229,9 +292,9 @@ def test_logits_and_bias_in_one_pass_are_bit_identical(kind):
     clf = NormalizedClassifier(8, 5, kind=kind, num_heads=2)
     x, xbar = torch.randn(6, 8, generator=gen), torch.randn(8, generator=gen)
     with torch.no_grad():
-        total, bias = tde_logits_and_bias(clf, x, xbar)
-        assert torch.equal(total, clf(x)) and torch.equal(bias, tde_bias_logits(clf, x, xbar))
-    total_grad, _ = tde_logits_and_bias(clf, x, xbar)  # with autograd on: the same numbers
+        total, bias = clf.logits_and_tde_bias(x, xbar)
+        assert torch.equal(total, clf(x)) and torch.equal(bias, clf.tde_bias(x, xbar))
+    total_grad, _ = clf.logits_and_tde_bias(x, xbar)  # with autograd on: the same numbers
     assert torch.equal(total_grad.detach(), total)
 
 

@@ -14,8 +14,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from torch import nn
 
-from tde_det.layers import HeadDirection, NormalizedClassifier, tde_logits
-from tde_det.layers.tde_math import check_real
+from tde_det.layers import HeadDirection, NormalizedClassifier
+from tde_det.layers.checks import check_real
 
 from ..tde_config_checks import check_tde_config
 
@@ -138,7 +138,7 @@ class TDEImageClassifier(nn.Module):
         plain = self.classifier(x)
         if self.applies_tde:
             self.head_direction.check_for_tde()
-            final = tde_logits(self.classifier, x, self.head_direction.direction(), self.alpha)
+            final = self.classifier.tde_logits(x, self.head_direction.direction(), self.alpha)
         else:
             final = plain
         probs = F.softmax(final, dim=1)

@@ -10,13 +10,9 @@ from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Instances
 from torch import Tensor
 
-from tde_det.layers import (
-    HeadDirection,
-    NormalizedClassifier,
-    background_exempted_probs,
-    tde_logits_and_bias,
-)
-from tde_det.layers.tde_math import check_real, split_heads, unit_heads
+from tde_det.layers import HeadDirection, NormalizedClassifier, background_exempted_probs
+from tde_det.layers.checks import check_real
+from tde_det.layers.tde_math import split_heads, unit_heads
 
 from ..tde_config_checks import check_softmax_box_head, check_tde_config
 
@@ -164,8 +160,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
             self.update_head_direction(x, gt_classes)
         if not self.training and self.applies_tde:
             # eq. 7 and the TDE term sharing the normalised features and weights
-            scores = TDEClassLogits(*tde_logits_and_bias(self.cls_score, x,
-                                                         self.head_direction.ema))
+            scores = TDEClassLogits(*self.cls_score.logits_and_tde_bias(
+                x, self.head_direction.ema))
             return scores, self.bbox_pred(x)
         return super().forward(x)
 

@@ -7,7 +7,7 @@ from detectron2.modeling import build_model
 
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
-from tde_det.layers import HeadDirection, NormalizedClassifier, tde_logits
+from tde_det.layers import HeadDirection, NormalizedClassifier
 from tde_det.modeling.backbone import CifarResNet
 from tde_det.modeling.meta_arch import TDEImageClassifier
 
@@ -56,7 +56,7 @@ def test_inference_returns_tde_and_plain_logits_from_one_pass():
     assert len(out) == 4 and all(o["tde"] for o in out)
     x = model.extract_features(model.preprocess_image(inputs))
     plain = model.classifier(x)
-    tde = tde_logits(model.classifier, x, model.head_direction.ema, 1.5)
+    tde = model.classifier.tde_logits(x, model.head_direction.ema, 1.5)
     torch.testing.assert_close(torch.stack([o["logits_no_tde"] for o in out]), plain)
     torch.testing.assert_close(torch.stack([o["logits"] for o in out]), tde)
     torch.testing.assert_close(torch.stack([o["probs"] for o in out]), tde.softmax(1))

@@ -1,11 +1,8 @@
 """Triton kernels for the training step of the TDE heads: fewer, larger kernels on CUDA.
 
-On a GPU the ROI heads' training step is bound by the host: by the launches and the Python
-around them, not by the kernels' own time. In eager PyTorch the classifier of eq. 7 runs 24
-operators forward and backward (a linear layer: 5) and the update of Assumption 1 another 11
-(the foreground mask included): about 30 launches per cascade stage more than the stock heads.
-With these kernels (``MODEL.TDE.FUSED_KERNELS``) the classifier takes 5 (2 Triton kernels and 3
-matrix products) and the update 1, about 2 more than the stock heads:
+A GPU training step of the ROI heads is bound by the host (the launches and the Python around
+them), and eager PyTorch runs eq. 7 and the update of Assumption 1 as many small operators. Here
+the classifier takes two Triton kernels and three matrix products, and the update one kernel:
 
 - :class:`FusedNormalizedLogits` -- eq. 7 with one normalising kernel for both sides (per head
   chunk t^k of each row, out = scale * t^k / D(||t^k||) with D(n) = max(n + add, lo), and
@@ -20,21 +17,15 @@ matrix products) and the update 1, about 2 more than the stock heads:
 Same formulas as :mod:`tde_det.layers.tde_math`; sums run in another order, so float32 results
 can differ from the eager ones in the last bits. Float32 tensors only. Runs on CUDA, or on the
 CPU under Triton's interpreter (``TRITON_INTERPRET=1``, set before this module is imported),
-which the tests use; :func:`tde_det.layers.tde_math.fused_kernels_for` says which applies.
+which the tests use; :func:`tde_det.layers.fused.kernels_for` says which applies.
 No Detectron2 imports.
 """
-import functools
-import logging
 from typing import Callable, Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-
-from .tde_math import HeadDirectionUpdate
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["FusedNormalizedLogits", "apply_head_direction_sums", "foreground_sums",
            "self_check", "update_head_direction"]
@@ -139,90 +130,6 @@ def _normalize_heads_backward_kernel(g_ptr, out_ptr, norm_ptr, grad_ptr, first_r
     tl.store(grad_ptr + at, g * (scale / d) - o * coef, mask=inside)
 
 
-class _Launcher:
-    """``kernel[grid](*args, **constexprs)`` with less host time per launch.
-
-    The heads' training step is bound by the host, and Triton's ``JITFunction.run`` spends
-    about 25 us a call (H100 machine, Triton 3.6) binding and specialising the arguments before
-    the launch itself (about 7 us). So after a launch through ``run``, later launches with the
-    same *key* call that compiled kernel's launcher directly. The key holds the current device,
-    the constexprs, the exact value of every int argument, the dtype of every tensor and its
-    address modulo 128, and the type of every other argument: finer than anything Triton
-    specialises a kernel on (ints equal to 1 or divisible by 16, 16-byte aligned pointers,
-    dtypes), so the cached kernel is the one ``run`` would pick. ``run`` launches unchanged
-    where the direct call cannot: no compiled kernel returned (the interpreter), a launch hook
-    registered (a profiler), a Triton without this launch API, or :attr:`direct` off
-    (:func:`self_check` turns it off where the two ways disagree).
-    """
-
-    direct = True  # for every kernel; self_check turns it off where direct launches misbehave
-    _MAX_KEYS = 256  # keys kept per kernel (each new row count adds one)
-
-    def __init__(self, kernel) -> None:
-        self.kernel = kernel
-        self.cache: dict = {}
-
-    def __call__(self, grid: Tuple[int, ...], *args, **constexprs) -> None:
-        api = _launch_api() if _Launcher.direct else None
-        key = None
-        if api is not None and not _hooks_set(api[1]):
-            driver = api[0]
-            device = driver.get_current_device()
-            key = (device, tuple(constexprs.items()),
-                   tuple(a if type(a) is int else (a.dtype, a.data_ptr() % 128)
-                         if isinstance(a, Tensor) else type(a) for a in args))
-            hit = self.cache.get(key)
-            if hit is not None:
-                run, function, metadata, tail = hit
-                grid = tuple(grid) + (1,) * (3 - len(grid))
-                run(grid[0], grid[1], grid[2], driver.get_current_stream(device), function,
-                    metadata, None, None, None, *args, *tail)
-                return
-        compiled = self.kernel[grid](*args, **constexprs)
-        if key is not None:
-            entry = self._entry(compiled, len(args), constexprs)
-            if entry is not None:
-                if len(self.cache) >= self._MAX_KEYS:
-                    self.cache.clear()
-                self.cache[key] = entry
-
-    def _entry(self, compiled, num_args: int, constexprs: dict):
-        """(launcher, function, metadata, constexprs in signature order) of a compiled kernel,
-        or None where it lacks that API or the constexprs are not the signature's last
-        parameters."""
-        names = getattr(self.kernel, "arg_names", None)
-        # (a launch option such as num_warps among the keywords: not a parameter, no entry)
-        if names is None or sorted(names[num_args:]) != sorted(constexprs):
-            return None
-        try:
-            return (compiled.run, compiled.function, compiled.packed_metadata,
-                    tuple(constexprs[n] for n in names[num_args:]))
-        except Exception:  # noqa: BLE001 - another Triton API: keep launching through run
-            return None
-
-
-@functools.lru_cache(maxsize=None)
-def _launch_api():
-    """(Triton's active driver, Triton's runtime knobs) where Triton has the API
-    :class:`_Launcher` calls (Triton 3.x with a GPU driver), else None. Looked up at the first
-    launch, not at import."""
-    try:
-        from triton import knobs
-        from triton.runtime import driver
-        active = driver.active
-        active.get_current_device, active.get_current_stream  # noqa: B018
-        return active, knobs.runtime
-    except Exception:  # noqa: BLE001 - another Triton, or no GPU driver
-        return None
-
-
-def _hooks_set(runtime) -> bool:
-    """Whether a launch hook is registered in Triton's ``runtime`` knobs (a profiler): then
-    launches go through Triton's ``run``, which hands the hooks their metadata."""
-    hooks = (runtime.launch_enter_hook, runtime.launch_exit_hook)
-    return any(h is not None and getattr(h, "calls", True) for h in hooks)
-
-
 def _rows(t: Tensor, num_heads: int) -> Tuple[Tensor, int, int]:
     if t.dim() != 2 or t.shape[1] % num_heads:
         raise ValueError(f"expected [rows, K * head_dim] with K = {num_heads}, got "
@@ -250,7 +157,7 @@ class FusedNormalizedLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, num_heads: int, scale: float,
                 x_denominator: Tuple[float, float], w_denominator: Tuple[float, float],
-                update: Optional[HeadDirectionUpdate] = None) -> Tensor:
+                update: Optional[Tuple[Tensor, Tensor, int, float]] = None) -> Tensor:
         x, rows, head_dim = _rows(x, num_heads)
         w, classes, _ = _rows(w, num_heads)
         if w.shape[1] != x.shape[1]:
@@ -266,10 +173,10 @@ class FusedNormalizedLogits(torch.autograd.Function):
             labels = labels.contiguous()
             programs = rows + classes + triton.cdiv(x.shape[1], _SUM_BLOCK_D)
         if programs:
-            _NORMALIZE(
-                (programs, num_heads), x, w, f, norms, rows, classes, head_dim, *sides, labels,
-                ema, int(num_classes), float(mu), BLOCK=triton.next_power_of_2(head_dim),
-                UPDATE=update is not None, BLOCK_R=_SUM_BLOCK_R, BLOCK_D=_SUM_BLOCK_D)
+            _normalize_heads_kernel[(programs, num_heads)](
+                x, w, f, norms, rows, classes, head_dim, *sides, labels, ema, int(num_classes),
+                float(mu), BLOCK=triton.next_power_of_2(head_dim), UPDATE=update is not None,
+                BLOCK_R=_SUM_BLOCK_R, BLOCK_D=_SUM_BLOCK_D)
         ctx.save_for_backward(f, norms)
         ctx.rows, ctx.head_dim, ctx.sides = rows, head_dim, sides
         return f[:rows] @ f[rows:].t()
@@ -289,9 +196,9 @@ class FusedNormalizedLogits(torch.autograd.Function):
             torch.mm(grad.t(), f[:rows], out=gw)
         first, end = (0 if need_x else rows), (f.shape[0] if need_w else rows)
         if end > first:
-            _NORMALIZE_BACKWARD((end - first, norms.shape[1]), g, f, norms, g, first, rows,
-                                ctx.head_dim, *ctx.sides,
-                                BLOCK=triton.next_power_of_2(ctx.head_dim))
+            _normalize_heads_backward_kernel[(end - first, norms.shape[1])](
+                g, f, norms, g, first, rows, ctx.head_dim, *ctx.sides,
+                BLOCK=triton.next_power_of_2(ctx.head_dim))
         return (gx if need_x else None), (gw if need_w else None), None, None, None, None, None
 
 
@@ -326,21 +233,15 @@ def _foreground_update_kernel(x_ptr, labels_ptr, ema_ptr, rows, dim, num_classes
     _apply_totals(ema_ptr, cols, col_in, total, count, mu)
 
 
-_NORMALIZE = _Launcher(_normalize_heads_kernel)
-_NORMALIZE_BACKWARD = _Launcher(_normalize_heads_backward_kernel)
-_FOREGROUND_SUMS = _Launcher(_foreground_sums_kernel)
-_HEAD_DIRECTION_UPDATE = _Launcher(_head_direction_update_kernel)
-_FOREGROUND_UPDATE = _Launcher(_foreground_update_kernel)
-
-
 def foreground_sums(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """One kernel: [dim + 1] float64, the column sums of the rows with 0 <= label < num_classes
     and, last, their count."""
     features = features.contiguous()
     rows, dim = features.shape
     sums = torch.empty(dim + 1, dtype=torch.float64, device=features.device)
-    _FOREGROUND_SUMS((triton.cdiv(dim, _SUM_BLOCK_D),), features, labels.contiguous(), sums,
-                     rows, dim, int(num_classes), BLOCK_R=_SUM_BLOCK_R, BLOCK_D=_SUM_BLOCK_D)
+    _foreground_sums_kernel[(triton.cdiv(dim, _SUM_BLOCK_D),)](
+        features, labels.contiguous(), sums, rows, dim, int(num_classes), BLOCK_R=_SUM_BLOCK_R,
+        BLOCK_D=_SUM_BLOCK_D)
     return sums
 
 
@@ -348,8 +249,8 @@ def apply_head_direction_sums(ema: Tensor, sums: Tensor, mu: float) -> None:
     """One kernel, in place: ``ema <- ema * mu + sums[:-1] / sums[-1]``; unchanged (but for the
     sign of a zero) when the count ``sums[-1]`` is 0."""
     dim = ema.shape[0]
-    _HEAD_DIRECTION_UPDATE((triton.cdiv(dim, _UPDATE_BLOCK),), ema, sums, dim, float(mu),
-                           BLOCK=_UPDATE_BLOCK)
+    _head_direction_update_kernel[(triton.cdiv(dim, _UPDATE_BLOCK),)](
+        ema, sums, dim, float(mu), BLOCK=_UPDATE_BLOCK)
 
 
 def update_head_direction(ema: Tensor, features: Tensor, labels: Tensor, num_classes: int,
@@ -364,41 +265,27 @@ def update_head_direction(ema: Tensor, features: Tensor, labels: Tensor, num_cla
         return
     features = features.contiguous()
     rows, dim = features.shape
-    _FOREGROUND_UPDATE((triton.cdiv(dim, _SUM_BLOCK_D),), features, labels.contiguous(), ema,
-                       rows, dim, int(num_classes), float(mu), BLOCK_R=_SUM_BLOCK_R,
-                       BLOCK_D=_SUM_BLOCK_D)
+    _foreground_update_kernel[(triton.cdiv(dim, _SUM_BLOCK_D),)](
+        features, labels.contiguous(), ema, rows, dim, int(num_classes), float(mu),
+        BLOCK_R=_SUM_BLOCK_R, BLOCK_D=_SUM_BLOCK_D)
 
 
 def self_check(device: torch.device) -> None:
     """Compiles and runs every kernel of a training step on ``device`` (tiny inputs); raises if
-    one fails or gives a non-finite value. :func:`~tde_det.layers.tde_math.fused_kernels_for`
-    runs it once per device before routing anything to the kernels. Each kernel runs twice:
-    through Triton's ``run``, then as :class:`_Launcher` launches it later; where the two
-    differ, direct launches are switched off (with a warning) and ``run`` launches always."""
+    one fails or gives a non-finite value. :func:`tde_det.layers.fused.kernels_for` runs it once
+    per device before routing anything to the kernels."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 8, generator=g).to(device).requires_grad_()
     w = torch.randn(5, 8, generator=g).to(device).requires_grad_()
     labels = torch.tensor([0, 4, 2], device=device)
     ema = torch.zeros(8, device=device)
-
-    def step() -> Tensor:
-        x.grad = w.grad = None
-        with torch.enable_grad():
-            z = FusedNormalizedLogits.apply(x, w, 2, 8.0, (1e-9, 0.0), (1 / 32, 1e-9),
-                                            (ema, labels, 4, 0.9))
-            z.sum().backward()
-        update_head_direction(ema, x.detach(), labels, 4, 0.9)
-        sums = foreground_sums(x.detach(), labels, 4)
-        apply_head_direction_sums(ema, sums, 0.9)
-        return torch.cat([z.detach().flatten(), x.grad.flatten(), w.grad.flatten(),
-                          sums.float()])
-
-    first, second = step(), step()
-    if not bool(torch.isfinite(torch.cat([first, second, ema])).all()) \
-            or not bool(ema.ne(0).any()):
+    with torch.enable_grad():
+        z = FusedNormalizedLogits.apply(x, w, 2, 8.0, (1e-9, 0.0), (1 / 32, 1e-9),
+                                        (ema, labels, 4, 0.9))
+        z.sum().backward()
+    update_head_direction(ema, x.detach(), labels, 4, 0.9)
+    sums = foreground_sums(x.detach(), labels, 4)
+    apply_head_direction_sums(ema, sums, 0.9)
+    out = torch.cat([z.detach().flatten(), x.grad.flatten(), w.grad.flatten(), sums.float(), ema])
+    if not bool(torch.isfinite(out).all()) or not bool(ema.ne(0).any()):
         raise RuntimeError("the kernels gave non-finite or no values on a test input")
-    if _Launcher.direct and not torch.equal(first, second):
-        _Launcher.direct = False
-        logger.warning("MODEL.TDE.FUSED_KERNELS: launching the compiled Triton kernels directly "
-                       "gave other results than Triton's own launch on %s; every launch goes "
-                       "through Triton's launch now (same results, more host time).", device)
