@@ -7,7 +7,10 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from tde_det import add_tde_config
-from tde_det.data.detection import register_lvis_datasets_from_config
+from tde_det.data.detection import (
+    register_lvis_datasets_from_config,
+    set_invalid_annotation_policy,
+)
 from tde_det.data.detection.holdout import main, split_lvis_json
 from tde_det.data.detection.synthetic import write_tiny_lvis
 
@@ -44,6 +47,7 @@ def test_held_out_images_and_the_rest_partition_the_json(tmp_path, capsys):
         for name in cfg.DATASETS.LVIS_CUSTOM.NAMES:
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
+        set_invalid_annotation_policy()  # the config set it, for the whole process
 
 
 def test_bad_holdouts_are_refused_by_name(tmp_path):
