@@ -16,9 +16,11 @@ own (``tde_det.engine.tool_output_dir``).
 """
 import detectron2.utils.comm as comm
 from detectron2.engine import default_argument_parser, launch
+from detectron2.evaluation import verify_results
 
 import tde_det  # noqa: F401  (registers the heads, meta-architectures, backbones and datasets)
 from tde_det.engine import TDECheckpointer, Trainer, check_test_time_augmentation, setup
+from tde_det.engine.trainer import write_eval_only_metrics
 
 
 def main(args):
@@ -35,8 +37,7 @@ def main(args):
         if cfg.TEST.AUG.ENABLED:
             res.update(Trainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
-            from detectron2.evaluation import verify_results
-
+            write_eval_only_metrics(cfg.OUTPUT_DIR, res, model)
             verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)

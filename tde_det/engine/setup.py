@@ -1,5 +1,6 @@
 """Config set-up and command-line parsing shared by the command-line tools (``tools/*.py``)."""
 import argparse
+import json
 import logging
 import os
 import sys
@@ -21,10 +22,16 @@ logger = logging.getLogger(__name__)
 
 
 def holds_training_run(folder: str) -> bool:
-    """Whether ``folder`` is a training run's: it has the checkpointer's ``last_checkpoint`` or
-    the trainer's ``metrics.json``."""
-    return any(os.path.isfile(os.path.join(folder, f)) for f in ("last_checkpoint",
-                                                                  "metrics.json"))
+    """Whether ``folder`` is a training run's: it has the checkpointer's ``last_checkpoint``, or
+    a ``metrics.json`` written by the trainer (its rows have an "iteration"; ``--eval-only``'s
+    row has none)."""
+    if os.path.isfile(os.path.join(folder, "last_checkpoint")):
+        return True
+    try:
+        with open(os.path.join(folder, "metrics.json")) as f:
+            return "iteration" in json.loads(f.readline() or "{}")
+    except (OSError, ValueError):
+        return os.path.isfile(os.path.join(folder, "metrics.json"))
 
 
 def tool_output_dir(cfg: CfgNode, tool: str, output: str = "", explicit: bool = False) -> str:

@@ -5,6 +5,7 @@ Detection (TDE cascade ROI heads) and image classification share ``tools/train_n
 module (``detection_task``, ``classification_task``) provides the same four functions and the
 trainer asks the one that matches ``cfg.MODEL.META_ARCHITECTURE``.
 """
+import json
 import logging
 import os
 from collections import OrderedDict
@@ -14,8 +15,10 @@ from typing import Dict, List, Optional, Sequence
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, HookBase, hooks
 from detectron2.engine.train_loop import TrainerBase
+from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils.events import get_event_storage
+from detectron2.utils.file_io import PathManager
 
 from tde_det.layers import frozen_head_directions
 
@@ -161,6 +164,17 @@ class Trainer(DefaultTrainer):
                       for name in cfg.DATASETS.TEST]
         results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
         return OrderedDict((task + "_TTA", metrics) for task, metrics in results.items())
+
+
+def write_eval_only_metrics(output_dir: str, results: Dict, model) -> None:
+    """``--eval-only``: append one row to ``output_dir/metrics.json`` (training's file, which
+    Detectron2 writes only when training) with the results as ``bbox/AP``... and the TDE
+    settings the model was evaluated with as ``eval/MODEL.TDE.*`` (True as 1.0)."""
+    row = {k: float(v) for k, v in flatten_results_dict(results).items()}
+    row.update({f"eval/{k}": float(v[0]) for k, v in evaluated_tde_settings(model).items()
+                if len(v) == 1})
+    with PathManager.open(os.path.join(output_dir, "metrics.json"), "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
 def evaluated_tde_settings(model) -> Dict[str, List]:

@@ -5,6 +5,7 @@ direction, then --eval-only printing many/medium/few/overall with and without TD
 Image folder + split files (ImageNet-style augmentation, the lr-driven mu): train, --resume.
 """
 import json
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +69,11 @@ def test_cifar_lt_train_then_eval_only(data_root, tmp_path):
     assert "top1_no_tde" in out  # Detectron2's copy-paste lines list both sets
     assert "Evaluated with MODEL.TDE.ALPHA 1.0, MODEL.TDE.TEST_TDE True\n" in out
     assert "BACKGROUND_EXEMPTED" not in out.split("Evaluated with")[1].splitlines()[0]
+    # metrics.json of the evaluation's own folder: the results beside the TDE settings
+    row = json.loads(open(os.path.join(out_dir, "eval_model_final", "metrics.json")).read()
+                     .splitlines()[-1])
+    assert row["eval/MODEL.TDE.ALPHA"] == 1.0 and row["eval/MODEL.TDE.TEST_TDE"] == 1.0
+    assert 0 <= row["classification/top1"] <= 100 and "iteration" not in row
 
 
 def test_image_folder_with_lr_driven_mu_and_resume(data_root, tmp_path):

@@ -1,6 +1,5 @@
 """The tools' shared set-up: where a tool writes, and how its command line is split."""
 import argparse
-import os
 
 import pytest
 from detectron2.config import get_cfg
@@ -26,7 +25,10 @@ def test_a_tool_writes_to_its_own_folder_never_over_a_training_run(tmp_path):
     assert tool_output_dir(cfg, "eval", explicit=True) == str(run)
     assert tool_output_dir(cfg, "sweep_alpha", str(tmp_path / "mine")) == str(tmp_path / "mine")
     # ... unless it holds a training run: then the tool's subfolder of it
-    (run / "metrics.json").write_text("{}\n")
+    # (--eval-only's metrics.json row, without "iteration", is no training run's)
+    (run / "metrics.json").write_text('{"bbox/AP": 1.0, "eval/MODEL.TDE.ALPHA": 1.0}\n')
+    assert tool_output_dir(cfg, "eval", explicit=True) == str(run)
+    (run / "metrics.json").write_text('{"iteration": 19, "total_loss": 2.5}\n')
     assert tool_output_dir(cfg, "eval", explicit=True) == str(run / "eval_model_0009999")
     assert tool_output_dir(cfg, "sweep_alpha", str(run)) == str(run / "sweep_alpha_model_0009999")
     (run / "metrics.json").unlink()
