@@ -4,6 +4,7 @@ from .normalized_classifier import NormalizedClassifier
 from .tde_math import (
     CLASSIFIER_KINDS,
     background_exempted_probs,
+    has_tde,
     tde_bias_logits,
     tde_logits,
     tde_logits_and_bias,
@@ -15,6 +16,7 @@ __all__ = [
     "NormalizedClassifier",
     "background_exempted_probs",
     "frozen_head_directions",
+    "has_tde",
     "tde_bias_logits",
     "tde_logits",
     "tde_logits_and_bias",

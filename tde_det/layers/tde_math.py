@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .normalized_classifier import NormalizedClassifier
 
 __all__ = [
-    "CLASSIFIER_KINDS", "check_kind", "check_num_heads", "check_real", "check_mu",
+    "CLASSIFIER_KINDS", "check_kind", "has_tde", "check_has_tde", "tde_undefined", "check_num_heads", "check_real", "check_mu",
     "split_heads", "head_norms",
     "unit_heads", "normalize_features", "normalize_weights", "classifier_logits",
     "classifier_logits_and_tde_bias", "tde_bias", "tde_bias_logits", "tde_logits_and_bias",
@@ -44,11 +44,23 @@ def check_kind(kind: str, name: str = "classifier kind") -> str:
     return kind
 
 
-def _check_normalised(kind: str) -> None:
-    """Raise a ValueError unless ``kind`` is a normalised classifier, the only ones with TDE."""
-    if check_kind(kind) == "linear":
-        raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
-                         "deconfound); got kind 'linear'")
+def has_tde(kind: str) -> bool:
+    """The one rule: TDE (eq. 8) is defined for the normalised classifiers (eq. 7 and its
+    ablations), not for "linear", whose logits have no per-head direction to remove."""
+    return check_kind(kind) != "linear"
+
+
+def tde_undefined(kind: str, remedy: str = "") -> str:
+    """The one message for TDE asked of a classifier without it; ``remedy``: what to do."""
+    return (f"TDE (eq. 8) is not defined for MODEL.TDE.CLASSIFIER {kind!r}: it needs a "
+            f"normalised classifier (cosine, capsule or deconfound)"
+            + (f"; {remedy}" if remedy else ""))
+
+
+def check_has_tde(kind: str, remedy: str = "") -> None:
+    """Raise a ValueError (:func:`tde_undefined`) unless :func:`has_tde`."""
+    if not has_tde(kind):
+        raise ValueError(tde_undefined(kind, remedy))
 
 
 def check_num_heads(dim: int, num_heads: int, what: str = "feature (in_features)",
@@ -306,7 +318,7 @@ def tde_bias(x: Tensor, w: Tensor, head_direction: Tensor, kind: str, num_heads:
     ``head_direction``: [d], raw x_bar or unit; it is normalised per head here (a zero chunk
     contributes nothing, so a zero x_bar gives B = 0 and TDE = eq. 7).
     """
-    _check_normalised(kind)
+    check_has_tde(kind)
     fx = normalize_features(x, kind, num_heads, eps)
     fw = normalize_weights(w, kind, num_heads, gamma, eps)
     return _bias_of_normalized(fx, fw, head_direction, num_heads, tau)
@@ -330,7 +342,7 @@ def classifier_logits_and_tde_bias(x: Tensor, w: Tensor, head_direction: Tensor,
     The same numbers, bit for bit, as :func:`classifier_logits` (without autograd) and
     :func:`tde_bias`, in fewer kernels; TDE(z) = z - alpha * B.
     """
-    _check_normalised(kind)
+    check_has_tde(kind)
     fx = normalize_features(x, kind, num_heads, eps)
     fw = normalize_weights(w, kind, num_heads, gamma, eps)
     return ((tau / num_heads) * (fx @ fw.t()),
@@ -391,7 +403,7 @@ def tde_logits(classifier: "NormalizedClassifier", x: Tensor,
     direction matters) or a ``HeadDirection`` module. alpha = 0 returns ``classifier(x)``.
     """
     alpha = check_real("alpha (eq. 8)", alpha, 0.0, low_inclusive=True)
-    _check_normalised(classifier.kind)
+    check_has_tde(classifier.kind)
     total, bias = tde_logits_and_bias(classifier, x, head_direction)
     return total - alpha * bias
 
