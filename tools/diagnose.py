@@ -33,7 +33,6 @@ from detectron2.data.detection_utils import build_augmentation
 
 import tde_det  # noqa: F401  (registration)
 from tde_det.data.classification import shot_groups, train_class_counts
-from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.engine import (TDECheckpointer, Trainer, parse_tool_args, setup,
                             tool_argument_parser)
 from tde_det.evaluation.alpha_sweep import collect_classification_cache
@@ -120,7 +119,6 @@ def train_images_per_class(train_datasets: Sequence[str], num_classes: int) -> n
 def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     """Per-class diagnostics of a TDE cascade detector from the box features of the split's
     ground-truth boxes, and per-category AP with and without TDE."""
-    register_lvis_datasets_from_config(cfg)
     counts = train_images_per_class(cfg.DATASETS.TRAIN, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     model = Trainer.build_model(cfg)
     TDECheckpointer(model).load(cfg.MODEL.WEIGHTS)

@@ -36,7 +36,6 @@ from PIL import Image
 import tde_det  # noqa: F401  (registration)
 from tde_det.engine import parse_tool_args, setup, tool_argument_parser
 from tde_det.engine.dataset_checks import check_registered
-from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.layers import has_tde
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
@@ -148,7 +147,6 @@ def draw(image_rgb: np.ndarray, metadata, instances=None, record=None, title: st
 
 def main(args) -> int:
     cfg = setup(args, tool="visualize")
-    register_lvis_datasets_from_config(cfg)
     if args.dataset:
         check_registered([args.dataset], "--dataset")
     if cfg.MODEL.META_ARCHITECTURE == "TDEImageClassifier":
