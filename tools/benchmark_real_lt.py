@@ -29,6 +29,7 @@ import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
 from tde_det.engine import Trainer
 from tde_det.evaluation.alpha_sweep import best_alpha, check_alphas, sweep_classification_dataset
+from tde_det.layers import has_tde
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 CLASSIFIERS = ("baseline", "cosine", "capsule", "deconfound")
@@ -89,7 +90,7 @@ def train_and_sweep(args, classifier: str, seed: int, alphas: List[float]) -> Di
     trainer.train()
     train_s = time.perf_counter() - t0
     model = trainer.model
-    grid = alphas if model.classifier.kind != "linear" else [0.0]
+    grid = alphas if has_tde(model.classifier.kind) else [0.0]
     val, _ = sweep_classification_dataset(cfg, model, f"{name}_val", grid)
     test, _ = sweep_classification_dataset(cfg, model, f"{name}_test", grid)
     chosen = best_alpha(val, "top1")["alpha"]

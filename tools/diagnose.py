@@ -33,7 +33,6 @@ from detectron2.data.detection_utils import build_augmentation
 
 import tde_det  # noqa: F401  (registration)
 from tde_det.data.classification import shot_groups, train_class_counts
-from tde_det.data.detection import register_lvis_datasets_from_config
 from tde_det.engine import (TDECheckpointer, Trainer, parse_tool_args, setup,
                             tool_argument_parser)
 from tde_det.evaluation.alpha_sweep import collect_classification_cache
@@ -42,6 +41,7 @@ from tde_det.evaluation.detection_alpha_sweep import (
     EvaluatorsSharingGroundTruth,
 )
 from tde_det.evaluation.progress import logged_progress
+from tde_det.layers import has_tde
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEFastRCNNOutputLayers
 from tde_det.evaluation.diagnostic_plots import plot_per_class
 from tde_det.evaluation.diagnostic_plots import plot_training_metrics as plot_training_metrics_to
@@ -71,11 +71,6 @@ def _write(rows: List[Dict], output: str, score: str, score_tde: Optional[str],
         w.writeheader()
         w.writerows(rows)
     plot_per_class(rows, os.path.join(output, "per_class.png"), score, score_tde, group_key)
-
-
-def _tde_applies(classifier_kind: str) -> bool:
-    """TDE (eq. 8) needs a normalised classifier; for 'linear' there is no TDE column."""
-    return classifier_kind != "linear"
 
 
 def _lvis_detections(cfg, model, dataset: str, tde_alpha: Optional[float]):
@@ -125,7 +120,6 @@ def train_images_per_class(train_datasets: Sequence[str], num_classes: int) -> n
 def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     """Per-class diagnostics of a TDE cascade detector from the box features of the split's
     ground-truth boxes, and per-category AP with and without TDE."""
-    register_lvis_datasets_from_config(cfg)
     counts = train_images_per_class(cfg.DATASETS.TRAIN, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     model = Trainer.build_model(cfg)
     TDECheckpointer(model).load(cfg.MODEL.WEIGHTS)
@@ -163,7 +157,7 @@ def diagnose_detector(cfg, dataset: str, output: str) -> List[Dict]:
     wn = weight_norms(last.weight[:num_classes], last.num_heads)
     task = "segm" if cfg.MODEL.MASK_ON else "bbox"
     lvis_gt, detections = _lvis_detections(
-        cfg, model, dataset, cfg.MODEL.TDE.ALPHA if _tde_applies(last.kind) else None)
+        cfg, model, dataset, cfg.MODEL.TDE.ALPHA if has_tde(last.kind) else None)
     ap = {tde: lvis_per_category_ap(lvis_gt, d, task, cfg.TEST.DETECTIONS_PER_IMAGE,
                                      cfg.TEST.FAST_LVIS_EVAL)
           for tde, d in detections.items()}
@@ -198,7 +192,7 @@ def diagnose_classifier(cfg, dataset: str, output: str) -> List[Dict]:
     wn = weight_norms(c.weight, c.num_heads)
     cache = collect_classification_cache(model, loader, "diagnose: logits")
     acc_plain = per_class_accuracy(cache.total, cache.labels, c.num_classes)
-    tde_key = f"accuracy_tde_alpha_{cfg.MODEL.TDE.ALPHA:g}" if _tde_applies(c.kind) else None
+    tde_key = f"accuracy_tde_alpha_{cfg.MODEL.TDE.ALPHA:g}" if has_tde(c.kind) else None
     if tde_key:
         acc_tde = per_class_accuracy(cache.logits(cfg.MODEL.TDE.ALPHA), cache.labels,
                                      c.num_classes)

@@ -36,7 +36,7 @@ from PIL import Image
 import tde_det  # noqa: F401  (registration)
 from tde_det.engine import parse_tool_args, setup, tool_argument_parser
 from tde_det.engine.dataset_checks import check_registered
-from tde_det.data.detection import register_lvis_datasets_from_config
+from tde_det.layers import has_tde
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
 logger = logging.getLogger("tde_det.visualize")
@@ -104,7 +104,7 @@ def set_tde(model: torch.nn.Module, on: bool) -> None:
 def tde_applies(model: torch.nn.Module) -> bool:
     """Whether the model has TDE box predictors with a normalised classifier (not 'linear')."""
     predictors = [m for m in model.modules() if isinstance(m, TDEFastRCNNOutputLayers)]
-    return bool(predictors) and all(p.cls_score.kind != "linear" for p in predictors)
+    return bool(predictors) and all(has_tde(p.cls_score.kind) for p in predictors)
 
 
 def panel_settings(test_tde: bool, alpha: float, compare: bool) -> List[Tuple[bool, str]]:
@@ -147,7 +147,6 @@ def draw(image_rgb: np.ndarray, metadata, instances=None, record=None, title: st
 
 def main(args) -> int:
     cfg = setup(args, tool="visualize")
-    register_lvis_datasets_from_config(cfg)
     if args.dataset:
         check_registered([args.dataset], "--dataset")
     if cfg.MODEL.META_ARCHITECTURE == "TDEImageClassifier":

@@ -1,18 +1,13 @@
 """Loaders, evaluators and hooks of the image-classification task (ImageNet-LT, CIFAR-LT)."""
-import logging
 import os
 from typing import List, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.engine import HookBase
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from tde_det.data.classification import (
     build_classification_test_loader,
     build_classification_train_loader,
-    register_split_file_datasets_from_config,
-    set_fashion_mnist_root,
 )
 from tde_det.evaluation import ClassificationEvaluator
 from tde_det.layers import HeadDirection
@@ -29,23 +24,12 @@ META_ARCHITECTURES = frozenset({"TDEImageClassifier"})
 MU_SCHEDULES = ("constant", "lr")
 
 
-def _prepare(cfg: CfgNode) -> None:
-    """Log tde_det messages like Detectron2's (if nobody set the "tde_det" logger up) and
-    register the user's split-file datasets named in the config; point Fashion-MNIST-LT at
-    ``DATASETS.FASHION_MNIST.ROOT``."""
-    if not logging.getLogger("tde_det").handlers:
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
-    register_split_file_datasets_from_config(cfg)
-    set_fashion_mnist_root(cfg.DATASETS.FASHION_MNIST.ROOT)
-
-
 def check_datasets(cfg: CfgNode, training: bool = True,
                    test: Optional[Sequence[str]] = None) -> None:
     """Before training or evaluating: every ``DATASETS.TEST`` split (and, when ``training``,
     ``DATASETS.TRAIN`` split) is registered (a clear error now rather than at the first
     evaluation). ``test``: the splits of a tool's ``--dataset``, checked instead of
     ``DATASETS.TEST``."""
-    _prepare(cfg)
     check_config_splits(cfg, training, test)
     check_evaluation_config(cfg)
 
@@ -68,17 +52,14 @@ def check_evaluation_config(cfg: CfgNode) -> None:
 
 
 def build_train_loader(cfg: CfgNode):
-    _prepare(cfg)
     return build_classification_train_loader(cfg)
 
 
 def build_test_loader(cfg: CfgNode, dataset_name: str):
-    _prepare(cfg)
     return build_classification_test_loader(cfg, dataset_name)
 
 
 def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
-    _prepare(cfg)
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
     c = cfg.TEST.CLASSIFICATION

@@ -13,15 +13,12 @@ from detectron2.data.build import _train_loader_from_config
 from detectron2.data.common import DatasetFromList
 from detectron2.engine import HookBase
 from detectron2.evaluation import COCOEvaluator
-from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
-from detectron2.utils.logger import setup_logger
 
 from tde_det.data.detection import (
     CheckedDatasetMapper,
     MapSkippingUnreadable,
     check_lvis_api_fields,
-    register_lvis_datasets_from_config,
 )
 from tde_det.evaluation.lvis_records import RecordsLVISEvaluator
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
@@ -33,14 +30,6 @@ __all__ = ["build_train_loader", "build_test_loader", "build_evaluator", "build_
            "check_num_classes", "check_datasets", "untrained_frozen_backbone_warning"]
 
 logger = logging.getLogger(__name__)
-
-
-def _prepare(cfg: CfgNode) -> None:
-    """Log tde_det messages like Detectron2's, register the config's own LVIS-format datasets
-    and apply its policy for invalid annotations."""
-    if not logging.getLogger("tde_det").handlers:
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
-    register_lvis_datasets_from_config(cfg)
 
 
 def check_num_classes(cfg: CfgNode, dataset_name: str) -> None:
@@ -58,7 +47,6 @@ def build_train_loader(cfg: CfgNode):
     DATALOADER.REPEAT_THRESHOLD gives LVIS's repeat-factor sampling). An image that cannot be
     read is an error naming it, or with DATASETS.INVALID_ANNOTATIONS skip a logged skip
     (:class:`~tde_det.data.detection.CheckedDatasetMapper`)."""
-    _prepare(cfg)
     for name in cfg.DATASETS.TRAIN:
         check_num_classes(cfg, name)
     # Detectron2's loader from its own reading of the config, the images mapped by
@@ -73,7 +61,6 @@ def build_train_loader(cfg: CfgNode):
 
 def build_test_loader(cfg: CfgNode, dataset_name: str):
     """Detectron2's test loader; an image that cannot be read is an error naming it."""
-    _prepare(cfg)
     check_num_classes(cfg, dataset_name)
     return build_detection_test_loader(cfg, dataset_name,
                                        mapper=CheckedDatasetMapper(cfg, False))
@@ -100,7 +87,6 @@ def check_datasets(cfg: CfgNode, training: bool = True,
     (:func:`~tde_det.data.detection.check_lvis_api_fields`; the only check that parses a
     file). A clear error now rather than at the first evaluation. ``test``: the splits of a
     tool's ``--dataset``, checked instead of ``DATASETS.TEST``."""
-    _prepare(cfg)
     key, test = check_config_splits(cfg, training, test)
     for name in test:
         check_num_classes(cfg, name)
@@ -119,7 +105,6 @@ def check_datasets(cfg: CfgNode, training: bool = True,
 def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
     """``LVISEvaluator`` or ``COCOEvaluator`` from the dataset's metadata ``evaluator_type``,
     writing its files to ``output_folder`` (None: ``OUTPUT_DIR/inference``; "": no files)."""
-    _prepare(cfg)
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
     evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)

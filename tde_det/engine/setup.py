@@ -12,6 +12,7 @@ from detectron2.engine import default_setup
 from detectron2.utils.logger import setup_logger
 
 from tde_det.config import add_tde_config
+from tde_det.data import register_datasets_from_config
 
 from .resume_check import check_resume_config
 
@@ -57,7 +58,8 @@ def setup(args: argparse.Namespace, tool: str = "") -> CfgNode:
     ``OUTPUT_DIR`` becomes :func:`tool_output_dir` (with ``args.output`` if the tool has one);
     ``args.run_dir`` keeps the config's own ``OUTPUT_DIR``. With ``args.resume``, the model is
     first compared with the run's saved ``config.yaml`` (:func:`check_resume_config`), which
-    ``default_setup`` overwrites."""
+    ``default_setup`` overwrites. The datasets the config names are registered here
+    (:func:`~tde_det.data.register_datasets_from_config`)."""
     cfg = get_cfg()
     add_tde_config(cfg)
     cfg.merge_from_file(args.config_file)
@@ -71,6 +73,7 @@ def setup(args: argparse.Namespace, tool: str = "") -> CfgNode:
         check_resume_config(cfg, args.run_dir)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
+    register_datasets_from_config(cfg)
     return cfg
 
 

@@ -17,9 +17,12 @@ from detectron2.engine import DefaultTrainer, HookBase, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.modeling import GeneralizedRCNNWithTTA
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import setup_logger
 
+from tde_det.data import register_datasets_from_config
 from tde_det.layers import frozen_head_directions
 
 from . import classification_task, detection_task
@@ -50,10 +53,14 @@ class PreciseBNKeepingHeadDirections(hooks.PreciseBN):
 
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` whose loaders, evaluators and extra hooks come from the config's task.
-    Before it builds anything, the datasets are checked (the task's ``check_datasets``):
-    Detectron2 would meet the test splits only at the first evaluation."""
+    Before it builds anything, the datasets the config names are registered (as by
+    :func:`~tde_det.engine.setup`, for a config built in Python) and checked (the task's
+    ``check_datasets``): Detectron2 would meet the test splits only at the first evaluation."""
 
     def __init__(self, cfg: CfgNode):
+        if not logging.getLogger("tde_det").handlers:
+            setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tde_det")
+        register_datasets_from_config(cfg)
         self.check_datasets(cfg)
         super().__init__(cfg)
 

@@ -15,7 +15,7 @@ import torch
 from detectron2.utils import comm
 
 from tde_det.data.classification import shot_groups, train_class_counts
-from tde_det.layers.checks import check_real
+from tde_det.layers.checks import check_has_tde, check_real, has_tde, tde_undefined
 
 from .classification_evaluation import accuracy_metrics
 from .progress import logged_progress
@@ -25,8 +25,8 @@ __all__ = ["ClassificationCache", "alpha_override", "best_alpha", "check_alphas"
            "sweep_classification", "sweep_classification_dataset"]
 
 logger = logging.getLogger(__name__)
-LINEAR_ERROR = ("TDE (eq. 8) is not defined for MODEL.TDE.CLASSIFIER 'linear': there is no alpha "
-                "to sweep (use cosine, capsule or deconfound)")
+NO_ALPHA = "there is no alpha to sweep"
+LINEAR_ERROR = tde_undefined("linear", NO_ALPHA)
 
 
 @dataclass
@@ -64,8 +64,7 @@ def check_alphas(alphas: Iterable[float]) -> List[float]:
 def check_sweep_config(cfg) -> None:
     """A clear error for a linear classifier; a log line when the config evaluates without TDE
     (``MODEL.TDE.TEST_TDE False``): the sweep evaluates every alpha with TDE on."""
-    if cfg.MODEL.TDE.CLASSIFIER == "linear":
-        raise ValueError(LINEAR_ERROR)
+    check_has_tde(cfg.MODEL.TDE.CLASSIFIER, NO_ALPHA)
     if not cfg.MODEL.TDE.TEST_TDE:
         logger.info("the config has MODEL.TDE.TEST_TDE False; the alpha sweep evaluates with TDE, "
                     "each alpha as --eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>")
@@ -108,10 +107,10 @@ def collect_classification_cache(model, data_loader, label: str = "alpha sweep"
         for batch in logged_progress(data_loader, label):
             x = model.extract_features(model.preprocess_image(batch))
             total = model.classifier(x).float()
-            if model.classifier.kind == "linear":
-                bias = torch.zeros_like(total)
-            else:
+            if has_tde(model.classifier.kind):
                 bias = model.classifier.tde_bias(x, model.head_direction.direction()).float()
+            else:
+                bias = torch.zeros_like(total)
             totals.append(total.cpu())
             biases.append(bias.cpu())
             labels.append(torch.as_tensor([int(d["label"]) for d in batch], dtype=torch.long))
@@ -166,8 +165,8 @@ def sweep_classification_dataset(cfg, model, dataset_name: str, alphas: Sequence
                                  data_loader=None) -> Tuple[List[Dict], ClassificationCache]:
     """Sweep ``alphas`` on a registered split with the config's loader, groups and top-k (TDE on
     for every alpha, whatever ``MODEL.TDE.TEST_TDE``; a linear classifier only with alpha 0)."""
-    if model.classifier.kind == "linear" and any(a > 0 for a in check_alphas(alphas)):
-        raise ValueError(LINEAR_ERROR)
+    if any(a > 0 for a in check_alphas(alphas)):
+        check_has_tde(model.classifier.kind, NO_ALPHA)
     if data_loader is None:
         from tde_det.engine.trainer import Trainer  # the engine imports this package
 

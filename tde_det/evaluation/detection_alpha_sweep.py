@@ -9,10 +9,9 @@ average, Detectron2's ``fast_rcnn_inference`` on the last stage's boxes (box reg
 depend on alpha), and one evaluator per alpha.
 
 Masks depend on the box and the class, not on alpha: by default they are pasted once per image
-for the union of the alphas' detections (``shared_detections``; on the CPU many per call,
-``paste_masks``, with Detectron2's bitmasks), the mask head's layers run once per distinct box
-(``union_masks``), and each alpha takes its own rows from there. An evaluator
-with ``process_records`` (:class:`~tde_det.evaluation.RecordsLVISEvaluator`, which
+for the union of the alphas' detections (``shared_detections``), the mask head's layers run
+once per distinct box (``union_masks``), and each alpha takes its own rows from there. An
+evaluator with ``process_records`` (:class:`~tde_det.evaluation.RecordsLVISEvaluator`, which
 ``Trainer.build_evaluator`` gives for LVIS datasets) also gets each mask encoded to RLE once,
 the alphas' records sharing it; any other gets ``process(inputs, outputs)``. With
 ``share_masks=False`` each alpha's masks come from its own detections, as in ``--eval-only``.
@@ -40,7 +39,6 @@ from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEClassLogits
 
 from .alpha_sweep import LINEAR_ERROR, check_alphas
 from .lvis_records import RecordsLVISEvaluator
-from .paste_masks import BatchPastedROIMasks
 from .shared_detections import MergedDetections
 from .union_masks import predict_masks
 
@@ -217,9 +215,6 @@ class DetectionAlphaSweep:
         union, rows = predict_masks(heads, features, [m.union for m in merged],
                                     chunk=max(sum(len(d) for d in dets) for dets in per_alpha))
         self.mask_rows += rows
-        for image in union:  # the same bitmasks, pasted many per call on the CPU
-            if image.has("pred_masks"):
-                image.pred_masks = BatchPastedROIMasks(image.pred_masks[:, 0])
         outputs = [o["instances"] for o in
                    GeneralizedRCNN._postprocess(union, batched_inputs, images.image_sizes)]
         if all(hasattr(ev, "process_records") for ev in self.evaluators.values()):

@@ -1,7 +1,7 @@
 """The TDE layers in pure PyTorch, no Detectron2 import: the maths of eq. 7, 8, 9 and
 Assumption 1 (:mod:`.tde_math`), the classifier and head-direction modules, their validation
 (:mod:`.checks`) and optional Triton kernels for training steps (:mod:`.fused`)."""
-from .checks import CLASSIFIER_KINDS
+from .checks import CLASSIFIER_KINDS, has_tde
 from .head_direction import HeadDirection, frozen_head_directions
 from .normalized_classifier import NormalizedClassifier
 from .tde_math import background_exempted_probs
@@ -12,4 +12,5 @@ __all__ = [
     "NormalizedClassifier",
     "background_exempted_probs",
     "frozen_head_directions",
+    "has_tde",
 ]

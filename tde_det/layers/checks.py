@@ -3,8 +3,8 @@ layers and the config checks, so that each rule and its message exist once."""
 import math
 from numbers import Real
 
-__all__ = ["CLASSIFIER_KINDS", "check_kind", "check_mu", "check_normalised", "check_num_heads",
-           "check_real"]
+__all__ = ["CLASSIFIER_KINDS", "check_has_tde", "check_kind", "check_mu", "check_num_heads",
+           "check_real", "has_tde", "tde_undefined"]
 
 CLASSIFIER_KINDS = ("linear", "cosine", "capsule", "deconfound")
 
@@ -18,11 +18,23 @@ def check_kind(kind: str, name: str = "classifier kind") -> str:
     return kind
 
 
-def check_normalised(kind: str) -> None:
-    """Raise a ValueError unless ``kind`` is a normalised classifier, the only ones with TDE."""
-    if check_kind(kind) == "linear":
-        raise ValueError("TDE (eq. 8) needs a normalised classifier (cosine, capsule or "
-                         "deconfound); got kind 'linear'")
+def has_tde(kind: str) -> bool:
+    """The one rule: TDE (eq. 8) is defined for the normalised classifiers (eq. 7 and its
+    ablations), not for "linear", whose logits have no per-head direction to remove."""
+    return check_kind(kind) != "linear"
+
+
+def tde_undefined(kind: str, remedy: str = "") -> str:
+    """The one message for TDE asked of a classifier without it; ``remedy``: what to do."""
+    return (f"TDE (eq. 8) is not defined for MODEL.TDE.CLASSIFIER {kind!r}: it needs a "
+            f"normalised classifier (cosine, capsule or deconfound)"
+            + (f"; {remedy}" if remedy else ""))
+
+
+def check_has_tde(kind: str, remedy: str = "") -> None:
+    """Raise a ValueError (:func:`tde_undefined`) unless :func:`has_tde`."""
+    if not has_tde(kind):
+        raise ValueError(tde_undefined(kind, remedy))
 
 
 def check_num_heads(dim: int, num_heads: int, what: str = "feature (in_features)",

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .checks import check_kind, check_normalised, check_real
+from .checks import check_has_tde, check_kind, check_real
 
 __all__ = [
     "split_heads", "head_norms", "unit_heads", "denominators", "normalize_features",
@@ -143,7 +143,7 @@ def tde_bias(x: Tensor, w: Tensor, head_direction: Tensor, kind: str, num_heads:
     ``head_direction``: [d], raw x_bar or unit; it is normalised per head here (a zero chunk
     contributes nothing, so a zero x_bar gives B = 0 and TDE = eq. 7).
     """
-    check_normalised(kind)
+    check_has_tde(kind)
     return _bias(normalize_features(x, kind, num_heads, eps),
                  normalize_weights(w, kind, num_heads, gamma, eps), head_direction, num_heads, tau)
 
@@ -156,7 +156,7 @@ def classifier_logits_and_tde_bias(x: Tensor, w: Tensor, head_direction: Tensor,
     The same numbers, bit for bit, as :func:`classifier_logits` and :func:`tde_bias`;
     TDE(z) = z - alpha * B.
     """
-    check_normalised(kind)
+    check_has_tde(kind)
     fx = normalize_features(x, kind, num_heads, eps)
     fw = normalize_weights(w, kind, num_heads, gamma, eps)
     return _eq7(fx, fw, num_heads, tau), _bias(fx, fw, head_direction, num_heads, tau)

@@ -3,9 +3,17 @@ import argparse
 
 import pytest
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
 
 from tde_det import add_tde_config
-from tde_det.engine import parse_tool_args, tool_argument_parser, tool_output_dir
+from tde_det.data.detection.synthetic import write_tiny_lvis
+from tde_det.engine import (
+    detection_task,
+    parse_tool_args,
+    setup,
+    tool_argument_parser,
+    tool_output_dir,
+)
 
 
 def _cfg(output_dir, weights="runs/a/model_0009999.pth"):
@@ -74,3 +82,24 @@ def test_an_existing_file_that_spells_a_key_is_no_override(tmp_path, monkeypatch
     parser.add_argument("--input", nargs="+")
     args = parse_tool_args(parser, ["--input", "MODEL.WEIGHTS", "MODEL.DEVICE", "cpu"])
     assert args.input == ["MODEL.WEIGHTS"] and args.opts == ["MODEL.DEVICE", "cpu"]
+
+
+def test_datasets_are_registered_at_set_up_not_by_the_task_builders(tmp_path):
+    paths = write_tiny_lvis(str(tmp_path / "data"), num_train=2, num_val=2, seed=0)
+    config = tmp_path / "c.yaml"
+    config.write_text("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 6\n")
+    opts = ["DATASETS.LVIS_CUSTOM.NAMES", "('setup_lvis_train', 'setup_lvis_val')",
+            "DATASETS.LVIS_CUSTOM.JSON_FILES", f"('{paths['train']}', '{paths['val']}')",
+            "DATASETS.LVIS_CUSTOM.IMAGE_ROOTS", f"('{paths['image_root']}', '{paths['image_root']}')",
+            "DATASETS.TRAIN", "('setup_lvis_train',)", "DATASETS.TEST", "('setup_lvis_val',)",
+            "OUTPUT_DIR", str(tmp_path / "out")]
+    cfg = _cfg(tmp_path / "out")
+    cfg.merge_from_list(opts)
+    with pytest.raises(KeyError, match="'setup_lvis_train' is not a registered dataset"):
+        detection_task.check_datasets(cfg)
+    with pytest.raises(ValueError, match="No detection evaluator for dataset 'setup_lvis_val'"):
+        detection_task.build_evaluator(cfg, "setup_lvis_val")
+    assert "setup_lvis_val" not in DatasetCatalog.list()
+    cfg = setup(argparse.Namespace(config_file=str(config), opts=opts, eval_only=True))
+    assert len(DatasetCatalog.get("setup_lvis_train")) == 2
+    detection_task.check_datasets(cfg)

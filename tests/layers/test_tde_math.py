@@ -1,6 +1,7 @@
 """Eq. 7, 8, 9 against hand-computed cases, the method's known-answer example, and properties."""
 import ast
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from tde_det.layers import (
     NormalizedClassifier,
     background_exempted_probs,
 )
+from tde_det.layers import has_tde
 from tde_det.layers import tde_math as tm
+from tde_det.layers.checks import check_has_tde, tde_undefined
 
 NORMALISED = ("cosine", "capsule", "deconfound")
 
@@ -160,10 +163,23 @@ def test_head_direction_module_and_validation():
     with pytest.raises(ValueError, match="alpha.*nan"):
         clf.tde_logits(x, xbar, float("nan"))
     linear, _, _ = _random_case("linear")
-    with pytest.raises(ValueError, match="normalised classifier.*linear"):
+    with pytest.raises(ValueError, match=re.escape(tde_undefined("linear"))):
         linear.tde_logits(x, xbar, 1.5)
-    with pytest.raises(ValueError, match="normalised classifier.*linear"):
+    with pytest.raises(ValueError, match=re.escape(tde_undefined("linear"))):
         linear.tde_bias(x, xbar)
+
+
+def test_one_rule_and_one_message_for_a_classifier_without_tde():
+    assert [k for k in CLASSIFIER_KINDS if not has_tde(k)] == ["linear"]
+    assert tde_undefined("linear", "do this") == (
+        "TDE (eq. 8) is not defined for MODEL.TDE.CLASSIFIER 'linear': it needs a normalised "
+        "classifier (cosine, capsule or deconfound); do this")
+    with pytest.raises(ValueError, match=re.escape(tde_undefined("linear", "do this"))):
+        check_has_tde("linear", "do this")
+    for kind in NORMALISED:
+        check_has_tde(kind)
+    with pytest.raises(ValueError, match="'causal' is unknown"):
+        has_tde("causal")
 
 
 def test_k1_gamma0_deconfound_is_cosine():

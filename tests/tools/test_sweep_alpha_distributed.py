@@ -26,12 +26,14 @@ def _worker(rank: int, store: str, config: str, weights: str, out_dir: str) -> N
         from detectron2.config import get_cfg
 
         from tde_det import add_tde_config
+        from tde_det.data import register_datasets_from_config
         from tde_det.engine import Trainer
 
         cfg = get_cfg()
         add_tde_config(cfg)
         cfg.merge_from_file(config)
-        Trainer.check_datasets(cfg, training=False, test=["tools_lvis_val"])  # registers them
+        register_datasets_from_config(cfg)
+        Trainer.check_datasets(cfg, training=False, test=["tools_lvis_val"])
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model).load(weights)
         model.eval()

@@ -12,6 +12,7 @@ failing on an ``assert`` (or, hours later, inside a data-loader worker). Users r
 LVIS-format json + image root with :func:`register_lvis_dataset` (or the config keys
 ``DATASETS.LVIS_CUSTOM.*``, see :func:`register_lvis_datasets_from_config`).
 """
+import json
 import logging
 import math
 import os
@@ -23,11 +24,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
-from .json_categories import read_categories, read_json
-
 __all__ = ["INVALID_ANNOTATION_POLICIES", "MASK_FORMATS", "InvalidAnnotationError",
            "check_invalid_annotation_policy",
-           "load_lvis_json_checked", "register_lvis_dataset", "register_lvis_datasets_from_config",
+           "load_lvis_json_checked", "read_json", "register_lvis_dataset", "register_lvis_datasets_from_config",
            "set_invalid_annotation_policy", "use_checked_loader_for_builtin_lvis"]
 
 logger = logging.getLogger(__name__)
@@ -48,6 +47,17 @@ _MAX_LISTED = 10
 
 class InvalidAnnotationError(ValueError):
     """An LVIS-format file holds an annotation (or image) that cannot be trained on."""
+
+
+def read_json(json_file: str) -> Any:
+    """The parsed ``json_file``; ``json.JSONDecodeError`` naming the file, line and column when
+    it is not valid JSON."""
+    with PathManager.open(json_file, "r") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise json.JSONDecodeError(f"{json_file} is not valid JSON (a truncated or partly "
+                                       f"written file?): {e.msg}", e.doc, e.pos) from None
 
 
 def _flag(key: str, value: Any) -> bool:
@@ -310,8 +320,15 @@ def register_lvis_dataset(name: str, json_file: str, image_root: str,
     """Register a user's LVIS-format dataset (json + image root) as ``name``, evaluated by
     ``LVISEvaluator``. Metadata: ``thing_classes`` (category names, sorted by id) and
     ``thing_dataset_id_to_contiguous_id`` (so the evaluator maps results back to the file's
-    ids), read from the json's categories (without parsing the rest of the file)."""
-    categories = sorted(read_categories(json_file), key=lambda c: c["id"])
+    ids), read from the json's categories. ``ValueError`` naming the file when it has no
+    top-level "categories" list of objects with an "id"."""
+    data = read_json(json_file)
+    categories = data.get("categories") if isinstance(data, dict) else None
+    if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c
+                                                   for c in categories):
+        raise ValueError(f"{json_file}: no top-level 'categories' list of objects with an 'id' "
+                         f"(is it an LVIS- or COCO-format json?)")
+    categories = sorted(categories, key=lambda c: c["id"])
     id_map = {c["id"]: i for i, c in enumerate(categories)}
     DatasetCatalog.register(name, partial(load_lvis_json_checked, json_file, image_root, name,
                                           category_id_to_contiguous=id_map))

@@ -11,8 +11,7 @@ pass. It does not read the categories' "image_count" or "instance_count".
 import numbers
 from typing import Dict, List
 
-from .json_categories import read_json
-from .lvis import _MAX_LISTED, repeated_ids
+from .lvis import _MAX_LISTED, read_json, repeated_ids
 
 __all__ = ["FREQUENCIES", "check_lvis_api_fields", "lvis_api_problems"]
 

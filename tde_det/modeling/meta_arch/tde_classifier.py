@@ -15,7 +15,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from torch import nn
 
 from tde_det.layers import HeadDirection, NormalizedClassifier
-from tde_det.layers.checks import check_real
+from tde_det.layers.checks import check_has_tde, check_real
 
 from ..tde_config_checks import check_tde_config
 
@@ -56,10 +56,8 @@ class TDEImageClassifier(nn.Module):
         if head_direction.dim != classifier.in_features \
                 or head_direction.num_heads != classifier.num_heads:
             raise ValueError("head_direction and classifier must have the same dim and num_heads")
-        if test_tde and classifier.kind == "linear":
-            raise ValueError("MODEL.TDE.TEST_TDE=True needs a normalised classifier (TDE, eq. 8, "
-                             "is defined for cosine, capsule and deconfound); set "
-                             "MODEL.TDE.TEST_TDE False for MODEL.TDE.CLASSIFIER 'linear'")
+        if test_tde:
+            check_has_tde(classifier.kind, "set MODEL.TDE.TEST_TDE False")
         self.backbone = backbone
         self.in_feature = in_feature
         self.classifier = classifier

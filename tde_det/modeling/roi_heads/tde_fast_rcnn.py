@@ -11,7 +11,7 @@ from detectron2.structures import Instances
 from torch import Tensor
 
 from tde_det.layers import HeadDirection, NormalizedClassifier, background_exempted_probs
-from tde_det.layers.checks import check_real
+from tde_det.layers.checks import check_has_tde, check_real
 from tde_det.layers.tde_math import split_heads, unit_heads
 
 from ..tde_config_checks import check_softmax_box_head, check_tde_config
@@ -66,10 +66,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         """
         super().__init__(input_shape, **kwargs)
         in_features = self.cls_score.in_features
-        if test_tde and classifier_kind == "linear":
-            raise ValueError("MODEL.TDE.TEST_TDE=True needs a normalised classifier (TDE, eq. 8, "
-                             "is defined for cosine, capsule and deconfound); set "
-                             "MODEL.TDE.TEST_TDE False for MODEL.TDE.CLASSIFIER 'linear'")
+        if test_tde:
+            check_has_tde(classifier_kind, "set MODEL.TDE.TEST_TDE False")
         self.cls_score = NormalizedClassifier(in_features, self.num_classes + 1,
                                               kind=classifier_kind, num_heads=num_heads, tau=tau,
                                               gamma=gamma, eps=feature_eps,

@@ -128,6 +128,18 @@ def test_truncated_json_is_named_with_line_and_column(tiny, tmp_path, keep):
         DatasetCatalog.get(f"tiny_lvis_cut_{keep}")
 
 
+@pytest.mark.parametrize("text", ['{"images": []}', '{"categories": {"id": 1}}',
+                                  '{"categories": [1, 2]}', '[]'])
+def test_registering_a_json_without_categories_names_the_file(tmp_path, text):
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"c\.json: no top-level 'categories' list"):
+        register_lvis_dataset("tiny_lvis_no_categories", str(path), str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        register_lvis_dataset("tiny_lvis_missing", str(tmp_path / "missing.json"), str(tmp_path))
+    assert "tiny_lvis_no_categories" not in DatasetCatalog.list()
+
+
 @pytest.mark.parametrize("on_invalid", ["error", "skip"])
 def test_repeated_image_id_is_an_error_under_either_policy(tiny, tmp_path, on_invalid):
     def edit(d):  # image 2 becomes a second "image 1" of the same size

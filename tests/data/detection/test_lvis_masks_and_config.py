@@ -45,7 +45,7 @@ def default_policy():
 @pytest.fixture
 def tde_log(caplog):
     """caplog that sees tde_det's records even after Detectron2's ``setup_logger`` stopped
-    their propagation (a handler on "tde_det" also makes ``_prepare`` leave logging alone)."""
+    their propagation (a handler on "tde_det" also makes ``Trainer`` leave logging alone)."""
     log = logging.getLogger("tde_det")
     log.addHandler(caplog.handler)
     caplog.set_level(logging.INFO, logger="tde_det")
@@ -213,6 +213,7 @@ def test_config_skip_drops_bad_entries_and_logs_counts(tiny, bad_json, tmp_path,
     name = "lvis_cfg_keys_skip"
     cfg = lvis_cfg(name, path, tiny["image_root"], tmp_path,
                    **{"DATASETS.INVALID_ANNOTATIONS": "skip"})
+    register_lvis_datasets_from_config(cfg)
     loader = detection_task.build_train_loader(cfg)
     assert "skipped 2 invalid entries (1 missing image file, 1 unknown category id)" \
         in tde_log.text

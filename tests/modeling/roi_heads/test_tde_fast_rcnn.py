@@ -1,5 +1,6 @@
 """The de-confounded box predictor of one cascade stage, built from explicit arguments."""
 import math
+import re
 
 import pytest
 import torch
@@ -7,8 +8,11 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
+from tde_det.layers.tde_math import tde_undefined
 from tde_det.modeling.roi_heads import TDEClassLogits, TDEFastRCNNOutputLayers
 from tde_reference import eq7, eq8, eq9
+
+NO_TDE = re.escape(tde_undefined("linear", "set MODEL.TDE.TEST_TDE False"))
 
 # Known-answer example of the specification (method.md): D = 4, K = 2, classes 0, 1, 2, then
 # background last; eq. 9 with alpha = 1.5, computed by running the authors' code.
@@ -168,7 +172,7 @@ def test_classifier_kinds_training_logits_and_amp():
     pred = make(classifier_kind="cosine").train()
     scores, deltas = pred(X, torch.tensor([0, 3]))
     assert scores.shape == (2, 4) and deltas.shape == (2, 4)
-    with pytest.raises(ValueError, match="TEST_TDE"):
+    with pytest.raises(ValueError, match=NO_TDE):
         make(classifier_kind="linear")
     lin = make(classifier_kind="linear", test_tde=False).eval()
     with torch.no_grad():
