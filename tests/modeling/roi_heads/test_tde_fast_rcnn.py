@@ -8,7 +8,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
-from tde_det.layers.tde_math import tde_undefined
+from tde_det.layers.checks import tde_undefined
 from tde_det.modeling.roi_heads import TDEClassLogits, TDEFastRCNNOutputLayers
 from tde_reference import eq7, eq8, eq9
 
