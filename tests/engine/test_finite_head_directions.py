@@ -10,7 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import HookBase, hooks
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
-from tiny_fashion_mnist import tiny_fashion_mnist_cfg
+from tests.helpers.tiny_fashion_mnist import tiny_fashion_mnist_cfg
 
 from tde_det import add_tde_config
 from tde_det.data.detection.synthetic import write_tiny_lvis

@@ -9,7 +9,7 @@ from detectron2.utils.env import seed_all_rng
 from tde_det import add_tde_config
 from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import Trainer
-from tools_helpers import REPO, lvis_overrides
+from tests.helpers.tools import REPO, lvis_overrides
 
 
 @pytest.fixture(scope="session")

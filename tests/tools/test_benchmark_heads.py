@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from tools_helpers import REPO
+from tests.helpers.tools import REPO
 
 
 def test_quick_run_prints_ratios():

@@ -4,7 +4,7 @@ import math
 import os
 import sys
 
-from tools_helpers import REPO, run_tool, table_rows
+from tests.helpers.tools import REPO, run_tool, table_rows
 
 
 def test_tiny_run_prints_the_table_with_equal_precision():

@@ -1,6 +1,6 @@
 """tools/benchmark_paste_masks.py prints its table, and the two pastes agree in every case
 (timings are never compared: they belong to the benchmark)."""
-from tools_helpers import run_tool, table_rows
+from tests.helpers.tools import run_tool, table_rows
 
 
 def test_prints_the_table_with_equal_masks():

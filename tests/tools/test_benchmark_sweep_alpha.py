@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tools_helpers import REPO, run_tool, table_rows
+from tests.helpers.tools import REPO, run_tool, table_rows
 
 
 @pytest.mark.parametrize("task,images,rows,labels", [

@@ -9,7 +9,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 
-from tools_helpers import REPO, load_tool
+from tests.helpers.tools import REPO, load_tool
 from tde_det import add_tde_config
 from tde_det.data.classification import register_fashion_mnist_lt, shot_groups
 from tde_det.data.classification.fashion_mnist import FASHION_MNIST_CLASSES

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from detectron2.utils import comm
-from tools_helpers import REPO, load_tool, lvis_overrides
+from tests.helpers.tools import REPO, load_tool, lvis_overrides
 
 from tde_det.data.classification.synthetic import write_cifar_pickles
 from tde_det.engine import Trainer

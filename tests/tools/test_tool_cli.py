@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tools_helpers import REPO, load_tool, lvis_overrides, run_tool
+from tests.helpers.tools import REPO, load_tool, lvis_overrides, run_tool
 
 TOOLS = {name: load_tool(name) for name in ("diagnose", "sweep_alpha", "visualize")}
 TRAIN_NET_ONLY = ("--resume", "--eval-only", "--num-gpus", "--num-machines", "--machine-rank",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools_helpers import REPO, load_tool, lvis_overrides
+from tests.helpers.tools import REPO, load_tool, lvis_overrides
 
 visualize = load_tool("visualize")
 

@@ -8,7 +8,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
 from tde_det.modeling.roi_heads import TDEClassLogits, TDEFastRCNNOutputLayers
-from tde_reference import eq7, eq8, eq9
+from tests.helpers.tde_reference import eq7, eq8, eq9
 
 # Known-answer example of the specification (method.md): D = 4, K = 2, classes 0, 1, 2, then
 # background last; eq. 9 with alpha = 1.5, computed by running the authors' code.

@@ -1,4 +1,4 @@
-"""Helpers for the tests that run two gloo processes (imported by name from tests/)."""
+"""Helpers for the tests that run two gloo processes."""
 import os
 import sys
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the tool tests (imported by name: conftest modules are not importable)."""
+"""Helpers shared by the tool tests."""
 import importlib.util
 import os
 import subprocess

@@ -7,7 +7,7 @@ from tde_det import add_tde_config
 from tde_det.data.classification import register_fashion_mnist_lt
 from tde_det.data.classification.synthetic import write_fashion_mnist_idx
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_fashion_mnist_cfg(name: str, folder: str, test: bool = True, *opts):

@@ -1,5 +1,4 @@
-"""Helpers shared by the LVIS loading tests (imported by name: conftest modules are not
-importable)."""
+"""Helpers shared by the LVIS loading tests."""
 import json
 
 
