@@ -146,6 +146,6 @@ def test_a_linear_classifier_is_refused(trained):
     model = Trainer.build_model(cfg)
     with pytest.raises(ValueError, match="MODEL.TDE.CLASSIFIER 'linear'"):
         sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0, 1.0], data_loader=[])
-    # alpha = 0 is eq. 7, defined for a linear classifier (tools/benchmark_real_lt.py uses it).
+    # alpha = 0 is eq. 7, defined for a linear classifier (tools/benchmarks/real_lt.py uses it).
     (row,), _ = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0])
     assert row["alpha"] == 0.0 and 0 <= row["top1"] <= 100

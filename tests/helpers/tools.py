@@ -33,9 +33,10 @@ def table_rows(text: str, *first_cells: str) -> List[List[str]]:
 
 
 def load_tool(script: str) -> ModuleType:
-    """``tools/<script>.py`` imported as a module (the tools folder is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{script}", os.path.join(
-        REPO, "tools", script + ".py"))
+    """``tools/<script>.py`` (``script`` may name a subfolder: ``"benchmarks/heads"``) imported
+    as a module (the tools folder is not a package)."""
+    name = "tool_" + script.replace("/", "_")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", script + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

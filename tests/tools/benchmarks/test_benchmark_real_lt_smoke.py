@@ -1,4 +1,4 @@
-"""Smoke test of tools/benchmark_real_lt.py on small generated IDX files (never the outcome)."""
+"""Smoke test of tools/benchmarks/real_lt.py on small generated IDX files (never the outcome)."""
 import json
 import math
 import os
@@ -6,15 +6,14 @@ import subprocess
 import sys
 
 from tde_det.data.classification.synthetic import write_fashion_mnist_idx
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers.tools import REPO
 
 
 def test_pipeline_runs_and_gives_finite_numbers(tmp_path):
     # 110 images per class: 100 go to the balanced validation split, up to 10 to training.
     root = write_fashion_mnist_idx(str(tmp_path / "fm"), per_class=110, test_per_class=5)
     out = tmp_path / "out"
-    cmd = [sys.executable, os.path.join(REPO, "tools", "benchmark_real_lt.py"), "--seeds", "0",
+    cmd = [sys.executable, os.path.join(REPO, "tools", "benchmarks", "real_lt.py"), "--seeds", "0",
            "1", "--iters", "3", "--alphas", "0", "0.5", "1", "--root", root, "--output",
            str(out), "MODEL.SMALL_CNN.CHANNELS", "[4, 8, 8]", "SOLVER.IMS_PER_BATCH", "16",
            "TEST.CLASSIFICATION.MANY_THRESHOLD", "8", "TEST.CLASSIFICATION.FEW_THRESHOLD", "3"]

@@ -1,14 +1,12 @@
-"""tools/benchmark_lvis_eval.py on a few images prints its table, and the two evaluations agree
+"""tools/benchmarks/lvis_eval.py on a few images prints its table, and the two evaluations agree
 (timings are never compared: they belong to the benchmark)."""
 import math
-import os
-import sys
 
-from tests.helpers.tools import REPO, run_tool, table_rows
+from tests.helpers.tools import load_tool, run_tool, table_rows
 
 
 def test_tiny_run_prints_the_table_with_equal_precision():
-    proc = run_tool("benchmark_lvis_eval.py", "--images", "6", "--detections-per-image", "40")
+    proc = run_tool("benchmarks/lvis_eval.py", "--images", "6", "--detections-per-image", "40")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = table_rows(proc.stdout, "bbox", "segm")
     assert [(r[0], r[1]) for r in rows] == [
@@ -21,11 +19,7 @@ def test_tiny_run_prints_the_table_with_equal_precision():
 
 
 def test_synthetic_data_is_lvis_shaped():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import benchmark_lvis_eval as bench
-    finally:
-        sys.path.pop(0)
+    bench = load_tool("benchmarks/lvis_eval")
     dataset, detections = bench.synthetic_lvis(20, 50, masks=True)
     assert len(dataset["categories"]) == 1203 and len(detections) == 20 * 50
     assert {c["frequency"] for c in dataset["categories"]} == {"r", "c", "f"}

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WIDTH, HEIGHT = 640, 480
 FREQUENCIES = ["r"] * 337 + ["c"] * 461 + ["f"] * 405  # LVIS v1's category counts
 

@@ -3,11 +3,11 @@
 weights, in one run: inference time per image, training step time, peak memory, as TDE/stock
 ratios (targets: inference <= 1.03x, training <= 1.02x, memory <= 1.02x).
 
-    python tools/benchmark_heads.py                 # LVIS-sized heads, CPU (CUDA when present)
-    python tools/benchmark_heads.py --quick         # small sizes, for a smoke test
-    python tools/benchmark_heads.py --whole-model 20  # also the whole model's training step
-    python tools/benchmark_heads.py --breakdown     # where the TDE heads' training time goes
-    python tools/benchmark_heads.py --eager         # TDE heads with MODEL.TDE.FUSED_KERNELS False
+    python tools/benchmarks/heads.py                 # LVIS-sized heads, CPU (CUDA when present)
+    python tools/benchmarks/heads.py --quick         # small sizes, for a smoke test
+    python tools/benchmarks/heads.py --whole-model 20  # also the whole model's training step
+    python tools/benchmarks/heads.py --breakdown     # where the TDE heads' training time goes
+    python tools/benchmarks/heads.py --eager         # TDE heads with MODEL.TDE.FUSED_KERNELS False
 
 The TDE heads run as the config's default, MODEL.TDE.FUSED_KERNELS True: the Triton kernels on
 CUDA, the eager maths on the CPU (``--eager``: FUSED_KERNELS False on CUDA too). Both heads get the
@@ -49,7 +49,7 @@ import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
 from tde_det.layers.tde_math import fused_kernels_for
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE_SIZE = (800, 1333)
 
 

@@ -1,12 +1,11 @@
-"""tools/benchmark_sweep_alpha.py on tiny sizes prints its table with finite numbers (timings are
+"""tools/benchmarks/sweep_alpha.py on tiny sizes prints its table with finite numbers (timings are
 never compared: they belong to the benchmark, not to a unit test)."""
 import math
 import os
-import sys
 
 import pytest
 
-from tests.helpers.tools import REPO, run_tool, table_rows
+from tests.helpers.tools import load_tool, run_tool, table_rows
 
 
 @pytest.mark.parametrize("task,images,rows,labels", [
@@ -14,7 +13,7 @@ from tests.helpers.tools import REPO, run_tool, table_rows
     ("detection", "2", 2, ["detection, evaluations in 1 process",
                            "detection, evaluations in 2 processes"])])
 def test_tiny_run_prints_the_table(task, images, rows, labels):
-    proc = run_tool("benchmark_sweep_alpha.py", "--tasks", task, "--images", images,
+    proc = run_tool("benchmarks/sweep_alpha.py", "--tasks", task, "--images", images,
                     "--repeats", "1", "--eval-workers", "2",
                     env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -29,11 +28,7 @@ def test_tiny_run_prints_the_table(task, images, rows, labels):
 def test_the_paper_size_detector_config_builds(tmp_path):
     """--detector full: every override is a key of the tiny config, and the model builds with
     the paper's sizes (not run here: it takes minutes)."""
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import benchmark_sweep_alpha as bench
-    finally:
-        sys.path.pop(0)
+    bench = load_tool("benchmarks/sweep_alpha")
     from detectron2.modeling import build_model
 
     cfg = bench._cfg("tiny_lvis_cascade_tde_cpu.yaml", str(tmp_path), **bench.FULL_DETECTOR)

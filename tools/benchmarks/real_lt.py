@@ -10,7 +10,7 @@ capsule, capsule-TDE, de-confound and de-confound-TDE, as mean +- std over seeds
 ``results.json`` and ``accuracy_vs_alpha.png`` (paper Fig. 4: test accuracy per group vs alpha)
 to --output.
 
-    python tools/benchmark_real_lt.py --ratio 100 --seeds 0 1 2 --output output/evidence
+    python tools/benchmarks/real_lt.py --ratio 100 --seeds 0 1 2 --output output/evidence
 """
 import argparse
 import json
@@ -30,7 +30,8 @@ from tde_det import add_tde_config
 from tde_det.engine import Trainer
 from tde_det.evaluation.alpha_sweep import best_alpha, check_alphas, sweep_classification_dataset
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs")
 CLASSIFIERS = ("baseline", "cosine", "capsule", "deconfound")
 ROWS = [("baseline", "baseline", False), ("cosine", "cosine", False),
         ("cosine-TDE", "cosine", True), ("capsule", "capsule", False),

@@ -1,4 +1,4 @@
-"""tools/benchmark_heads.py --quick runs and prints the three ratio lines (timings are never
+"""tools/benchmarks/heads.py --quick runs and prints the three ratio lines (timings are never
 asserted: they belong to the benchmark, not to a unit test)."""
 import os
 import re
@@ -9,7 +9,7 @@ from tests.helpers.tools import REPO
 
 
 def test_quick_run_prints_ratios():
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_heads.py"),
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmarks", "heads.py"),
                            "--quick", "--repeats", "1", "--device", "cpu", "--breakdown"], cwd=REPO,
                           capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -36,7 +36,7 @@ def test_quick_run_prints_ratios():
 
 
 def test_fused_on_the_cpu_is_refused():
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_heads.py"),
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmarks", "heads.py"),
                            "--quick", "--fused", "--device", "cpu"], cwd=REPO,
                           capture_output=True, text=True, timeout=600,
                           env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})

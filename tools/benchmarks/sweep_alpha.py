@@ -18,8 +18,8 @@ dataset (small images, 6 classes): the network then costs what it costs on LVIS,
 alpha's own work (pasting masks into the small images, an evaluation over 6 classes) stays
 small, so it shows the regime where the network dominates.
 
-    python tools/benchmark_sweep_alpha.py [--images 16] [--repeats 2] [--device cuda]
-    python tools/benchmark_sweep_alpha.py --tasks detection --detector full --images 4
+    python tools/benchmarks/sweep_alpha.py [--images 16] [--repeats 2] [--device cuda]
+    python tools/benchmarks/sweep_alpha.py --tasks detection --detector full --images 4
 """
 import argparse
 import os
@@ -45,7 +45,7 @@ from tde_det.evaluation.detection_alpha_sweep import (
     available_cpus,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
 
 
