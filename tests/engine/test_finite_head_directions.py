@@ -65,7 +65,7 @@ def lvis(tmp_path_factory):
 def test_detection_training_stops_naming_the_stage(lvis, tmp_path):
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml"))
     cfg.merge_from_list([
         "DATASETS.LVIS_CUSTOM.NAMES", "('finite_hd_train',)",
         "DATASETS.LVIS_CUSTOM.JSON_FILES", f"('{lvis['train']}',)",

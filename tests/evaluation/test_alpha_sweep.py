@@ -65,7 +65,7 @@ def trained(tmp_path_factory):
     register_fashion_mnist_lt("sweep_fm_r10", 10, seed=0, val_per_class=8, root=root)
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file("configs/fashion_mnist_lt_r10_deconfound.yaml")
+    cfg.merge_from_file("configs/FashionMNIST-LT/r10_deconfound.yaml")
     cfg.DATASETS.TRAIN = ("sweep_fm_r10_train",)
     cfg.DATASETS.TEST = ("sweep_fm_r10_test",)
     cfg.MODEL.SMALL_CNN.CHANNELS = [4, 8, 8]

@@ -11,13 +11,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def tiny_fashion_mnist_cfg(name: str, folder: str, test: bool = True, *opts):
-    """configs/fashion_mnist_lt_r10_deconfound.yaml on "<name>_train" (and "<name>_test" when
+    """configs/FashionMNIST-LT/r10_deconfound.yaml on "<name>_train" (and "<name>_test" when
     ``test``), 20 images per class written under ``folder``, CPU, batch 16, then ``opts``."""
     root = write_fashion_mnist_idx(os.path.join(folder, "fm"), per_class=20, test_per_class=2)
     register_fashion_mnist_lt(name, 2, seed=0, val_per_class=1, root=root)
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "fashion_mnist_lt_r10_deconfound.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "FashionMNIST-LT/r10_deconfound.yaml"))
     cfg.merge_from_list([
         "DATASETS.TRAIN", f"('{name}_train',)", "DATASETS.TEST",
         f"('{name}_test',)" if test else "()", "SOLVER.IMS_PER_BATCH", "16",

@@ -19,7 +19,7 @@ def tiny_detector(tmp_path_factory):
     paths = write_tiny_lvis(str(root / "data"), num_train=6, num_val=4, seed=3)
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml"))
     cfg.merge_from_list(lvis_overrides(paths))
     cfg.DATASETS.TEST = ()
     cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS = 6, 1

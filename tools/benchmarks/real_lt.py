@@ -2,7 +2,7 @@
 """Does TDE do on real images what the paper claims? (docs/evidence.md)
 
 For every seed, trains with tde-det's own Trainer and the configs
-``configs/fashion_mnist_lt_r{ratio}_{baseline,cosine,capsule,deconfound}.yaml`` a small CNN on
+``configs/FashionMNIST-LT/r{ratio}_{baseline,cosine,capsule,deconfound}.yaml`` a small CNN on
 Fashion-MNIST-LT, then, from ONE inference pass per split, chooses each TDE variant's alpha on the
 balanced validation split (a fine grid, default 0..3 by 0.05, best overall top-1) and reports on
 the 10,000-image test set many / medium / few / overall top-1 for baseline, cosine, cosine-TDE,
@@ -31,7 +31,7 @@ from tde_det.engine import Trainer
 from tde_det.evaluation.alpha_sweep import best_alpha, check_alphas, sweep_classification_dataset
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs")
+    os.path.abspath(__file__)))), "configs", "FashionMNIST-LT")
 CLASSIFIERS = ("baseline", "cosine", "capsule", "deconfound")
 ROWS = [("baseline", "baseline", False), ("cosine", "cosine", False),
         ("cosine-TDE", "cosine", True), ("capsule", "capsule", False),
@@ -60,8 +60,7 @@ def parse_args(argv=None):
 def make_cfg(args, classifier: str, seed: int):
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(CONFIG_DIR, f"fashion_mnist_lt_r{args.ratio}_{classifier}"
-                                                 f".yaml"))
+    cfg.merge_from_file(os.path.join(CONFIG_DIR, f"r{args.ratio}_{classifier}.yaml"))
     name = f"{args.prefix}_r{args.ratio}_s{seed}"
     cfg.DATASETS.TRAIN = (f"{name}_train",)
     cfg.DATASETS.TEST = ()  # evaluated here, from one pass per split

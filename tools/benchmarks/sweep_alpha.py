@@ -124,7 +124,7 @@ FULL_DETECTOR = {
 def detection(work: str, images: int, repeats: int, device: str, eval_workers: int,
               detector: str = "tiny"):
     paths = write_tiny_lvis(os.path.join(work, "lvis"), num_train=8, num_val=images, seed=5)
-    cfg = _cfg("tiny_lvis_cascade_tde_cpu.yaml", os.path.join(work, "det"), **{
+    cfg = _cfg("TinyLVIS/cascade_R_18_tde.yaml", os.path.join(work, "det"), **{
         "DATASETS.LVIS_CUSTOM.NAMES": ("bench_lvis_train", "bench_lvis_val"),
         "DATASETS.LVIS_CUSTOM.JSON_FILES": (paths["train"], paths["val"]),
         "DATASETS.LVIS_CUSTOM.IMAGE_ROOTS": (paths["image_root"],) * 2,
@@ -156,7 +156,7 @@ def classification(work: str, images: int, repeats: int, device: str, eval_worke
     root = write_fashion_mnist_idx(os.path.join(work, "fm"), per_class=60,
                                    test_per_class=images)  # 10 classes: 10x images
     register_fashion_mnist_lt("bench_fm_r10", 10, seed=0, val_per_class=5, root=root)
-    cfg = _cfg("fashion_mnist_lt_r10_deconfound.yaml", os.path.join(work, "cls"), **{
+    cfg = _cfg("FashionMNIST-LT/r10_deconfound.yaml", os.path.join(work, "cls"), **{
         "DATASETS.TRAIN": ("bench_fm_r10_train",), "DATASETS.TEST": ("bench_fm_r10_test",),
         "SOLVER.MAX_ITER": 10, "SOLVER.WARMUP_ITERS": 1, "SOLVER.IMS_PER_BATCH": 32,
         "MODEL.DEVICE": device})

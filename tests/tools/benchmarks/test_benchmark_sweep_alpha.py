@@ -31,10 +31,10 @@ def test_the_paper_size_detector_config_builds(tmp_path):
     bench = load_tool("benchmarks/sweep_alpha")
     from detectron2.modeling import build_model
 
-    cfg = bench._cfg("tiny_lvis_cascade_tde_cpu.yaml", str(tmp_path), **bench.FULL_DETECTOR)
+    cfg = bench._cfg("TinyLVIS/cascade_R_18_tde.yaml", str(tmp_path), **bench.FULL_DETECTOR)
     assert cfg.MODEL.RESNETS.DEPTH == 101 and cfg.INPUT.MIN_SIZE_TEST == 800
     heads = build_model(cfg).roi_heads
     assert heads.mask_head.mask_fcn4.out_channels == 256
     assert heads.box_head[0].fc1.out_features == 1024
     with pytest.raises(KeyError, match="MODEL.RESNETS.DEPHT"):
-        bench._cfg("tiny_lvis_cascade_tde_cpu.yaml", str(tmp_path), **{"MODEL.RESNETS.DEPHT": 1})
+        bench._cfg("TinyLVIS/cascade_R_18_tde.yaml", str(tmp_path), **{"MODEL.RESNETS.DEPHT": 1})
