@@ -54,7 +54,7 @@ def _add_method_config(cfg: CN) -> None:
     # Same maths; float32 sums in another order, so results can differ in the last bits. Only
     # float32 CUDA tensors use them: the CPU, float64 and inference run the eager maths, and so
     # does a GPU where Triton is missing or fails its first try (with a warning). Faster
-    # training steps of the heads on an H100 (README, tools/benchmark_heads.py).
+    # training steps of the heads (tools/benchmarks/heads.py).
     cfg.MODEL.TDE.FUSED_KERNELS = True
 
 

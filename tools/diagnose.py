@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Per-class diagnostics of a TDE image classifier, and the head-direction metrics of training.
 
-    python tools/diagnose.py --config-file configs/fashion_mnist_lt_r100_deconfound.yaml \
+    python tools/diagnose.py --config-file configs/FashionMNIST-LT/r100_deconfound.yaml \
         --dataset fashion_mnist_lt_r100_s0_test MODEL.WEIGHTS model_final.pth
-    python tools/diagnose.py --metrics-json output/tiny_lvis_cascade_tde/metrics.json
+    python tools/diagnose.py --metrics-json output/TinyLVIS/cascade_R_18_tde/metrics.json
 
 Per class, sorted by training frequency (paper Fig. 1b, supplement Fig. 1): training count,
 mean feature norm ||x||, mean cos(x, d_hat) with the head direction, classifier weight norm

@@ -3,7 +3,7 @@
 
     python tools/sweep_alpha.py --config-file configs/lvis_cascade_tde.yaml \
         --alphas 0 0.5 1 1.5 2 3 MODEL.WEIGHTS model_final.pth
-    python tools/sweep_alpha.py --config-file configs/cifar10_lt_r100_tde.yaml \
+    python tools/sweep_alpha.py --config-file configs/CIFAR-LT/cifar10_r100_tde.yaml \
         --dataset cifar10_lt_r100_val --alphas 0 0.25 0.5 1 1.5 2 MODEL.WEIGHTS model_final.pth
 
 Detection: AP, APr, APc, APf (segm and bbox) per alpha; classification: many / medium / few /

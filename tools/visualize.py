@@ -3,7 +3,7 @@
 
     python tools/visualize.py --config-file configs/lvis_cascade_tde.yaml --input img.jpg dir/ \
         --output vis/ MODEL.WEIGHTS model_final.pth
-    python tools/visualize.py --config-file configs/tiny_lvis_cascade_tde_cpu.yaml \
+    python tools/visualize.py --config-file configs/TinyLVIS/cascade_R_18_tde.yaml \
         --dataset tiny_lvis_val --show-gt --compare-tde --output vis/ MODEL.WEIGHTS ...
 
 Inputs: image files, folders (their images) or globs (--input), or a registered dataset split

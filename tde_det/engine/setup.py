@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 import detectron2.utils.comm as comm
@@ -16,10 +17,32 @@ from tde_det.data import register_datasets_from_config
 
 from .resume_check import check_resume_config
 
-__all__ = ["holds_training_run", "parse_tool_args", "setup", "tool_argument_parser",
-           "tool_output_dir"]
+__all__ = ["default_output_dir", "holds_training_run", "load_config", "parse_tool_args", "setup",
+           "tool_argument_parser", "tool_output_dir"]
 
 logger = logging.getLogger(__name__)
+
+
+def default_output_dir(config_file: str) -> str:
+    """``output/<config path below its nearest configs folder, without .yaml>`` (``output/<file
+    name>`` outside one): ``configs/LVISv1/a.yaml`` writes to ``output/LVISv1/a``, so two
+    experiments never share a folder (nor --resume each other's checkpoints)."""
+    path = Path(os.path.abspath(config_file)).with_suffix("")
+    root = next((p for p in path.parents if p.name == "configs"), path.parent)
+    return os.path.join("output", *path.relative_to(root).parts)
+
+
+def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
+    """Detectron2's config with every tde-det key, then ``config_file``, then the ``KEY VALUE``
+    ``opts``; an ``OUTPUT_DIR`` the file leaves at Detectron2's default becomes
+    :func:`default_output_dir`."""
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_file(config_file)
+    if cfg.OUTPUT_DIR == get_cfg().OUTPUT_DIR:
+        cfg.OUTPUT_DIR = default_output_dir(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
 
 
 def holds_training_run(folder: str) -> bool:
@@ -52,7 +75,7 @@ def tool_output_dir(cfg: CfgNode, tool: str, output: str = "", explicit: bool = 
 
 
 def setup(args: argparse.Namespace, tool: str = "") -> CfgNode:
-    """A frozen config from ``args.config_file`` and ``args.opts`` with every tde-det key, after
+    """A frozen config from ``args.config_file`` and ``args.opts`` (:func:`load_config`), after
     Detectron2's ``default_setup`` (logging, output folder, seed); tde-det's own loggers (the
     evaluators' tables, the data checks) print like Detectron2's. For a ``tool``,
     ``OUTPUT_DIR`` becomes :func:`tool_output_dir` (with ``args.output`` if the tool has one);
@@ -60,10 +83,7 @@ def setup(args: argparse.Namespace, tool: str = "") -> CfgNode:
     first compared with the run's saved ``config.yaml`` (:func:`check_resume_config`), which
     ``default_setup`` overwrites. The datasets the config names are registered here
     (:func:`~tde_det.data.register_datasets_from_config`)."""
-    cfg = get_cfg()
-    add_tde_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     args.run_dir = cfg.OUTPUT_DIR
     if tool:
         cfg.OUTPUT_DIR = tool_output_dir(cfg, tool, getattr(args, "output", ""),

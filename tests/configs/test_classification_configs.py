@@ -1,5 +1,4 @@
 """Every classification config builds a model (CPU), and carries the paper's settings."""
-import glob
 import os
 import re
 
@@ -14,13 +13,8 @@ import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
 from tde_det.data.classification import long_tailed_counts
 from tde_det.modeling.meta_arch import TDEImageClassifier
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs")
-PATTERNS = ("Base-ImageNet-LT*.yaml", "imagenet_lt_*.yaml", "Base-CIFAR-LT*.yaml",
-            "cifar10_lt_*.yaml", "cifar100_lt_*.yaml")
-CONFIGS = sorted({os.path.basename(p) for pat in PATTERNS
-                  for p in glob.glob(os.path.join(CONFIG_DIR, pat))})
+from tests.helpers.configs import CLASSIFICATION_CONFIGS as CONFIGS
+from tests.helpers.configs import CONFIG_DIR
 IMAGENET_LT_ITERS_PER_EPOCH = 115846 // 512  # 226
 
 
@@ -33,12 +27,11 @@ def load(name):
 
 
 def test_the_required_configs_exist():
-    for name in ["imagenet_lt_baseline.yaml", "imagenet_lt_cosine.yaml",
-                 "imagenet_lt_capsule.yaml", "imagenet_lt_deconfound.yaml",
-                 "imagenet_lt_cosine_tde.yaml", "imagenet_lt_capsule_tde.yaml",
-                 "imagenet_lt_tde.yaml", "imagenet_lt_x101_tde.yaml", "imagenet_lt_r50_tde.yaml",
-                 "imagenet_lt_r101_tde.yaml"] + [
-            f"cifar{c}_lt_r{r}_tde.yaml" for c in (10, 100) for r in (10, 50, 100)]:
+    for name in [f"ImageNet-LT/X_50_32x4d_{v}.yaml" for v in (
+            "baseline", "cosine", "capsule", "deconfound", "cosine_tde", "capsule_tde", "tde")] + [
+            "ImageNet-LT/X_101_32x4d_tde.yaml", "ImageNet-LT/R_50_tde.yaml",
+            "ImageNet-LT/R_101_tde.yaml"] + [
+            f"CIFAR-LT/cifar{c}_r{r}_tde.yaml" for c in (10, 100) for r in (10, 50, 100)]:
         assert name in CONFIGS
 
 
@@ -55,9 +48,9 @@ def test_config_builds_a_model(name):
     assert cfg.SOLVER.WEIGHT_DECAY == 0.0005
     if tde.CLASSIFIER == "linear":
         assert not tde.TEST_TDE
-    if "imagenet" in name.lower():
-        x101 = "X101" in name or "x101" in name
-        plain = re.match(r"imagenet_lt_r(50|101)_", name)  # plain ResNet, else ResNeXt 32x4d
+    if name.startswith("ImageNet-LT/"):
+        x101 = "X101" in name or "X_101" in name
+        plain = re.match(r"ImageNet-LT/R_(50|101)_", name)  # plain ResNet, else ResNeXt 32x4d
         depth = int(plain.group(1)) if plain else 101 if x101 else 50
         assert cfg.MODEL.RESNETS.DEPTH == depth
         assert (cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP) == \
@@ -74,7 +67,7 @@ def test_config_builds_a_model(name):
         assert model.classifier.in_features == 128 and tde.NUM_HEADS == 2
         assert tde.MU_SCHEDULE == "constant" and cfg.SOLVER.IMS_PER_BATCH == 256
         assert cfg.SOLVER.GAMMA == 0.01 and cfg.INPUT.CLASSIFICATION.AUGMENTATION == "cifar"
-        m = re.match(r"cifar(10|100)_lt_r(\d+)_", name)
+        m = re.match(r"CIFAR-LT/cifar(10|100)_r(\d+)_", name)
         if m:
             classes, ratio = int(m.group(1)), int(m.group(2))
             assert cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES == classes
@@ -86,16 +79,16 @@ def test_config_builds_a_model(name):
 
 
 def test_imagenet_lt_tde_is_deconfound_tde_resnext50_alpha_3():
-    cfg = load("imagenet_lt_tde.yaml")
+    cfg = load("ImageNet-LT/X_50_32x4d_tde.yaml")
     assert cfg.MODEL.TDE.CLASSIFIER == "deconfound" and cfg.MODEL.TDE.TEST_TDE
     assert cfg.MODEL.TDE.ALPHA == 3.0 and cfg.MODEL.RESNETS.DEPTH == 50
 
 
 @pytest.mark.parametrize("depth, res4_blocks", [(50, 6), (101, 23)])
 def test_plain_resnet_configs_build_detectron2_resnets(depth, res4_blocks):
-    cfg = load(f"imagenet_lt_r{depth}_tde.yaml")
+    cfg = load(f"ImageNet-LT/R_{depth}_tde.yaml")
     assert cfg.MODEL.TDE.CLASSIFIER == "deconfound" and cfg.MODEL.TDE.TEST_TDE
-    assert cfg.MODEL.TDE.ALPHA == 3.0 and cfg.OUTPUT_DIR == f"output/imagenet_lt_r{depth}_tde"
+    assert cfg.MODEL.TDE.ALPHA == 3.0
     model = build_model(cfg)
     backbone = model.backbone
     assert isinstance(backbone, ResNet) and len(backbone.res4) == res4_blocks
@@ -110,12 +103,12 @@ def test_plain_resnet_configs_build_detectron2_resnets(depth, res4_blocks):
 
 
 def test_resnext_configs_are_grouped():
-    backbone = build_model(load("imagenet_lt_tde.yaml")).backbone
+    backbone = build_model(load("ImageNet-LT/X_50_32x4d_tde.yaml")).backbone
     assert backbone.res2[0].conv2.groups == 32 and backbone.res2[0].conv2.out_channels == 128
 
 
 def test_cifar_config_runs_a_training_and_an_inference_step():
-    cfg = load("cifar100_lt_r100_tde.yaml")
+    cfg = load("CIFAR-LT/cifar100_r100_tde.yaml")
     model = build_model(cfg)
     batch = [{"image": torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), "label": i}
              for i in range(4)]

@@ -1,6 +1,6 @@
 """Every Fashion-MNIST-LT config builds a model and names datasets that exist."""
-import glob
 import os
+import re
 
 import numpy as np
 import pytest
@@ -10,18 +10,14 @@ from detectron2.modeling import build_model
 
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs")
-CONFIGS = sorted(os.path.basename(p) for pat in ("Base-FashionMNIST-LT*.yaml",
-                                                 "fashion_mnist_lt_*.yaml")
-                 for p in glob.glob(os.path.join(CONFIG_DIR, pat)))
+from tests.helpers.configs import CONFIG_DIR
+from tests.helpers.configs import FASHION_MNIST_CONFIGS as CONFIGS
 
 
 def test_all_variants_exist():
     for r in (10, 50, 100):
         for kind in ("baseline", "cosine", "capsule", "deconfound"):
-            assert f"fashion_mnist_lt_r{r}_{kind}.yaml" in CONFIGS
+            assert f"FashionMNIST-LT/r{r}_{kind}.yaml" in CONFIGS
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -42,7 +38,7 @@ def test_config_builds(name):
         assert ds in DatasetCatalog.list()
 
 
-@pytest.mark.parametrize("name", [c for c in CONFIGS if not c.startswith("Base-")])
+@pytest.mark.parametrize("name", [c for c in CONFIGS if "/Base-" not in c])
 def test_every_shot_group_has_classes(name):
     """The many / medium / few thresholds of each ratio's configs leave every group non-empty
     (the counts come from the real split code, on Fashion-MNIST's 6,000 images per class)."""
@@ -51,7 +47,7 @@ def test_every_shot_group_has_classes(name):
     cfg = get_cfg()
     add_tde_config(cfg)
     cfg.merge_from_file(os.path.join(CONFIG_DIR, name))
-    ratio = int(name.split("_r")[1].split("_")[0])
+    ratio = int(re.search(r"/r(\d+)_", name).group(1))
     labels = np.repeat(np.arange(10), 6000)
     train, _, _ = fashion_mnist_lt_splits(labels, ratio, seed=0, val_per_class=100)
     counts = np.bincount(labels[train], minlength=10)

@@ -1,5 +1,4 @@
 """Every LVIS config builds the model it describes (on CPU, nothing shrunk)."""
-import glob
 import os
 
 import pytest
@@ -9,18 +8,13 @@ from detectron2.modeling import build_model
 
 from tde_det import add_tde_config
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEFastRCNNOutputLayers
-
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs")
-LVIS_CONFIGS = sorted(os.path.basename(p) for p in
-                      glob.glob(os.path.join(CONFIGS, "lvis_*.yaml"))
-                      + glob.glob(os.path.join(CONFIGS, "Base-LVIS*.yaml")))
+from tests.helpers.configs import CONFIG_DIR, LVIS_CONFIGS
 
 
 def load(name):
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(CONFIGS, name))
+    cfg.merge_from_file(os.path.join(CONFIG_DIR, name))
     cfg.MODEL.DEVICE = "cpu"
     return cfg
 
@@ -33,11 +27,13 @@ def expected_kind(name):
 
 
 def test_all_variants_exist():
-    for v in ("v1", "v0.5"):
-        for variant in ("baseline", "cosine", "capsule", "deconfound", "cosine_tde",
-                        "capsule_tde", "tde_no_bg_exemption", "r50_tde", "r50_baseline",
-                        "x101_tde", "x101_baseline"):
-            assert f"lvis_{v}_cascade_{variant}.yaml" in LVIS_CONFIGS
+    for v in ("LVISv1", "LVISv0.5"):
+        for variant in ("baseline", "cosine", "capsule", "deconfound", "tde", "cosine_tde",
+                        "capsule_tde", "tde_no_bg_exemption"):
+            assert f"{v}/cascade_mask_rcnn_R_101_FPN_{variant}.yaml" in LVIS_CONFIGS
+        for backbone in ("R_50", "X_101_64x4d"):
+            for variant in ("tde", "baseline"):
+                assert f"{v}/cascade_mask_rcnn_{backbone}_FPN_{variant}.yaml" in LVIS_CONFIGS
     assert "lvis_cascade_tde.yaml" in LVIS_CONFIGS
 
 
@@ -60,14 +56,14 @@ def test_config_builds(name):
         assert p.test_tde == (("_tde" in name or "Base-" in name) and p.cls_score.kind != "linear")
         assert p.background_exempted == ("no_bg_exemption" not in name)
         assert p.test_score_thresh == (0.0 if v05 else 1e-5) and p.test_topk_per_image == 300
-    depth = 50 if "r50" in name else 101
+    depth = 50 if "R_50" in name else 101
     assert cfg.MODEL.RESNETS.DEPTH == depth
     assert (cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP) == \
-        ((64, 4) if "x101" in name else (1, 64))
+        ((64, 4) if "X_101" in name else (1, 64))
     # ImageNet weights: Detectron2's MSRA R-50 / R-101 (Caffe2, BGR); X101-64x4d has none on
     # Detectron2's server, so those configs take converted torchvision weights (RGB, torchvision
     # mean / std, stride in the 3x3 conv) that the user sets.
-    if "x101" in name:
+    if "X_101" in name:
         assert cfg.MODEL.WEIGHTS == "" and cfg.INPUT.FORMAT == "RGB"
         assert not cfg.MODEL.RESNETS.STRIDE_IN_1X1
         assert cfg.MODEL.PIXEL_MEAN == [123.675, 116.280, 103.530]
@@ -93,5 +89,5 @@ def test_paper_model_settings():
     assert cfg.INPUT.RANDOM_FLIP == "horizontal"
     assert cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler"  # no repeat-factor sampling
     assert cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST == 0.5 and cfg.TEST.DETECTIONS_PER_IMAGE == 300
-    v05 = load("lvis_v0.5_cascade_tde.yaml").SOLVER
+    v05 = load("LVISv0.5/cascade_mask_rcnn_R_101_FPN_tde.yaml").SOLVER
     assert v05.MAX_ITER == 71579 and v05.STEPS == (57263, 68000)

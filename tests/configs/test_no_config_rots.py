@@ -1,39 +1,29 @@
 """Every yaml file in configs/ is built by one of the config tests (no config may rot)."""
-import glob
 import os
 
-import test_classification_configs
-import test_fashion_mnist_configs
-import test_lvis_configs
+from tde_det.engine import load_config
+from tests.helpers.configs import (CLASSIFICATION_CONFIGS, CONFIG_DIR, FASHION_MNIST_CONFIGS,
+                                   LVIS_CONFIGS, all_configs)
 
-CONFIG_DIR = test_lvis_configs.CONFIGS
 # Built and trained end to end by tests/engine/test_detection_train_net.py.
-TRAINED_END_TO_END = {"tiny_lvis_cascade_tde_cpu.yaml"}
+TRAINED_END_TO_END = {"TinyLVIS/cascade_R_18_tde.yaml"}
 
 
 def test_every_config_is_built_by_a_test():
-    on_disk = {os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, "*.yaml"))}
-    covered = (set(test_lvis_configs.LVIS_CONFIGS) | set(test_classification_configs.CONFIGS)
-               | set(test_fashion_mnist_configs.CONFIGS) | TRAINED_END_TO_END)
-    assert on_disk - covered == set()
+    covered = (set(LVIS_CONFIGS) | set(CLASSIFICATION_CONFIGS) | set(FASHION_MNIST_CONFIGS)
+               | TRAINED_END_TO_END)
+    assert set(all_configs()) - covered == set()
+    assert TRAINED_END_TO_END <= set(all_configs())
 
 
 def test_every_experiment_config_has_its_own_output_dir():
     """Two experiments never share an output folder (and so never --resume each other's
-    last_checkpoint): each config writes to output/<its file name>."""
-    from detectron2.config import get_cfg
-
-    from tde_det import add_tde_config
-
+    last_checkpoint): each config writes to output/<its path below configs/>."""
     seen = {}
-    for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml"))):
-        name = os.path.basename(path)[:-len(".yaml")]
-        if name.startswith("Base-"):
+    for name in all_configs():
+        if os.path.basename(name).startswith("Base-"):
             continue
-        cfg = get_cfg()
-        add_tde_config(cfg)
-        cfg.merge_from_file(path)
-        if not name.startswith("tiny_"):
-            assert cfg.OUTPUT_DIR == f"output/{name}", name
+        cfg = load_config(os.path.join(CONFIG_DIR, name))
+        assert cfg.OUTPUT_DIR == os.path.join("output", name[:-len(".yaml")]), name
         assert cfg.OUTPUT_DIR not in seen, (name, seen.get(cfg.OUTPUT_DIR))
         seen[cfg.OUTPUT_DIR] = name

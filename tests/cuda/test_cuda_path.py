@@ -104,7 +104,7 @@ def _detector_overrides(paths, **extra):
 def _detector_cfg(root, paths, **extra):
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml"))
     cfg.merge_from_list(_detector_overrides(paths, **extra))
     cfg.OUTPUT_DIR = str(root / "out")
     return cfg
@@ -114,7 +114,7 @@ def _classifier_cfg(root):
     """The CIFAR-10-LT config, tiny, on DEVICE (DETECTRON2_DATASETS must hold the data)."""
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "cifar10_lt_r10_tde.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "CIFAR-LT/cifar10_r10_tde.yaml"))
     cfg.merge_from_list([
         "MODEL.DEVICE", DEVICE, "MODEL.CIFAR_RESNET.DEPTH", "8", "SOLVER.IMS_PER_BATCH", "16",
         "SOLVER.MAX_ITER", "6", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
@@ -249,7 +249,7 @@ def test_diagnose_and_visualize_a_detector_on_cuda(tmp_path, lvis_paths):
     assert (tmp_path / "diag" / "per_class.csv").exists()
     visualize = _tool("visualize")
     args = visualize.parse_args([
-        "--config-file", os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"),
+        "--config-file", os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml"),
         "--dataset", "cuda_lvis_val", "--show-gt", "--compare-tde", "--max-images", "2",
         "--output", str(tmp_path / "vis"), *_detector_overrides(lvis_paths),
         "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "OUTPUT_DIR", str(tmp_path / "vis_out")])

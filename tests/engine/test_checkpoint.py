@@ -15,7 +15,7 @@ from tde_det.modeling.backbone import CifarResNet
 from tde_det.modeling.meta_arch import TDEImageClassifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml")
+CONFIG = os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml")
 BUFFERS = [f"roi_heads.box_predictor.{s}.head_direction.ema" for s in range(3)]
 
 

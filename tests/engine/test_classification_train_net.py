@@ -48,7 +48,7 @@ def data_root(tmp_path_factory):
 
 def test_cifar_lt_train_then_eval_only(data_root, tmp_path):
     out_dir = str(tmp_path / "out")
-    flags = ["--config-file", "configs/cifar10_lt_r10_tde.yaml"]
+    flags = ["--config-file", "configs/CIFAR-LT/cifar10_r10_tde.yaml"]
     opts = [*COMMON, "SOLVER.MAX_ITER", "4", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "(3,)",
             "DATASETS.TEST", '("cifar10_lt_r10_test",)', "OUTPUT_DIR", out_dir]
     out = train_net(data_root, flags, opts)
@@ -79,7 +79,7 @@ def test_cifar_lt_train_then_eval_only(data_root, tmp_path):
 def test_image_folder_with_lr_driven_mu_and_resume(data_root, tmp_path):
     folder = data_root / "folder"
     out_dir = str(tmp_path / "out")
-    flags = ["--config-file", "configs/imagenet_lt_tde.yaml"]
+    flags = ["--config-file", "configs/ImageNet-LT/X_50_32x4d_tde.yaml"]
     opts = [*COMMON, "MODEL.BACKBONE.NAME", "build_cifar_resnet_backbone",
             "MODEL.CIFAR_RESNET.DEPTH", "8", "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", "10",
             "INPUT.CLASSIFICATION.CROP_SIZE", "32", "INPUT.CLASSIFICATION.TEST_RESIZE", "36",

@@ -19,12 +19,12 @@ from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml")
+CONFIG = os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml")
 LVIS_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
 
 
 def tiny_overrides(paths, output_dir, max_iter=4):
-    """configs/tiny_lvis_cascade_tde_cpu.yaml (a tiny R-18-FPN TDE Cascade Mask R-CNN) on the
+    """configs/TinyLVIS/cascade_R_18_tde.yaml (a tiny R-18-FPN TDE Cascade Mask R-CNN) on the
     test's own copy of the tiny dataset, for a few iterations."""
     return [
         "DATASETS.LVIS_CUSTOM.NAMES", "('e2e_lvis_train', 'e2e_lvis_val')",

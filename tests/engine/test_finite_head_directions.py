@@ -10,7 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import HookBase, hooks
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
-from tiny_fashion_mnist import tiny_fashion_mnist_cfg
+from tests.helpers.tiny_fashion_mnist import tiny_fashion_mnist_cfg
 
 from tde_det import add_tde_config
 from tde_det.data.detection.synthetic import write_tiny_lvis
@@ -65,7 +65,7 @@ def lvis(tmp_path_factory):
 def test_detection_training_stops_naming_the_stage(lvis, tmp_path):
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml"))
     cfg.merge_from_list([
         "DATASETS.LVIS_CUSTOM.NAMES", "('finite_hd_train',)",
         "DATASETS.LVIS_CUSTOM.JSON_FILES", f"('{lvis['train']}',)",

@@ -3,7 +3,7 @@ left it (Detectron2's own hook would move it)."""
 import pytest
 import torch
 from detectron2.engine import hooks
-from tiny_fashion_mnist import tiny_fashion_mnist_cfg
+from tests.helpers.tiny_fashion_mnist import tiny_fashion_mnist_cfg
 
 from tde_det.engine import Trainer
 from tde_det.engine.trainer import PreciseBNKeepingHeadDirections

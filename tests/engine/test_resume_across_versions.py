@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _cfg(out_dir, max_iter):
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "cifar10_lt_r10_tde.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "CIFAR-LT/cifar10_r10_tde.yaml"))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "16",
                          "DATALOADER.NUM_WORKERS", "0", "MODEL.CIFAR_RESNET.DEPTH", "8",
                          "SOLVER.MAX_ITER", str(max_iter), "SOLVER.WARMUP_ITERS", "1",

@@ -7,13 +7,8 @@ from detectron2.data import DatasetCatalog
 
 from tde_det import add_tde_config
 from tde_det.data.detection.synthetic import write_tiny_lvis
-from tde_det.engine import (
-    detection_task,
-    parse_tool_args,
-    setup,
-    tool_argument_parser,
-    tool_output_dir,
-)
+from tde_det.engine import (default_output_dir, detection_task, load_config, parse_tool_args,
+                            setup, tool_argument_parser, tool_output_dir)
 
 
 def _cfg(output_dir, weights="runs/a/model_0009999.pth"):
@@ -43,6 +38,26 @@ def test_a_tool_writes_to_its_own_folder_never_over_a_training_run(tmp_path):
     (run / "last_checkpoint").write_text("model_0009999.pth")
     assert tool_output_dir(cfg, "eval", explicit=True) == str(run / "eval_model_0009999")
     assert tool_output_dir(_cfg(run, weights=""), "diagnose") == str(run / "diagnose")
+
+
+def test_output_dir_follows_the_config_path(tmp_path, monkeypatch):
+    """A config that leaves OUTPUT_DIR at Detectron2's default writes to output/<its path below
+    configs/>; one that sets it, or a command-line OUTPUT_DIR, wins."""
+    folder = tmp_path / "configs" / "LVISv1"
+    folder.mkdir(parents=True)
+    (folder / "a.yaml").write_text("MODEL:\n  TDE:\n    ALPHA: 1.0\n")
+    (folder / "b.yaml").write_text('_BASE_: "a.yaml"\nOUTPUT_DIR: "runs/b"\n')
+    (tmp_path / "c.yaml").write_text('_BASE_: "configs/LVISv1/a.yaml"\n')
+    assert default_output_dir(str(folder / "a.yaml")) == os.path.join("output", "LVISv1", "a")
+    assert load_config(str(folder / "a.yaml")).OUTPUT_DIR == os.path.join("output", "LVISv1", "a")
+    assert load_config(str(folder / "b.yaml")).OUTPUT_DIR == "runs/b"
+    assert load_config(str(tmp_path / "c.yaml")).OUTPUT_DIR == os.path.join("output", "c")
+    cfg = load_config(str(folder / "a.yaml"), ["OUTPUT_DIR", "mine", "MODEL.TDE.ALPHA", "2.0"])
+    assert (cfg.OUTPUT_DIR, cfg.MODEL.TDE.ALPHA) == ("mine", 2.0)
+    monkeypatch.chdir(tmp_path)  # setup() creates the folder and writes its config.yaml there
+    args = argparse.Namespace(config_file=str(folder / "a.yaml"), opts=[], eval_only=False)
+    assert setup(args).OUTPUT_DIR == os.path.join("output", "LVISv1", "a")
+    assert (tmp_path / "output" / "LVISv1" / "a" / "config.yaml").is_file()
 
 
 def _parser():

@@ -72,7 +72,7 @@ def trained(tmp_path_factory):
     register_fashion_mnist_lt("sweep_fm_r10", 10, seed=0, val_per_class=8, root=root)
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file("configs/fashion_mnist_lt_r10_deconfound.yaml")
+    cfg.merge_from_file("configs/FashionMNIST-LT/r10_deconfound.yaml")
     cfg.DATASETS.TRAIN = ("sweep_fm_r10_train",)
     cfg.DATASETS.TEST = ("sweep_fm_r10_test",)
     cfg.MODEL.SMALL_CNN.CHANNELS = [4, 8, 8]
@@ -154,7 +154,7 @@ def test_a_linear_classifier_is_refused(trained):
     model = Trainer.build_model(cfg)
     with pytest.raises(ValueError, match=no_tde):
         sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0, 1.0], data_loader=[])
-    # alpha = 0 is eq. 7, defined for a linear classifier (tools/benchmark_real_lt.py uses it).
+    # alpha = 0 is eq. 7, defined for a linear classifier (tools/benchmarks/real_lt.py uses it).
     (row,), _ = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0])
     assert row["alpha"] == 0.0 and 0 <= row["top1"] <= 100
 

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distributed_helpers import destroy_process_group, exit_worker, rendezvous
+from tests.helpers.distributed import destroy_process_group, exit_worker, rendezvous
 
 from tde_det.layers import HeadDirection
 

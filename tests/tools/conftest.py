@@ -9,7 +9,7 @@ from detectron2.utils.env import seed_all_rng
 from tde_det import add_tde_config
 from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import Trainer
-from tools_helpers import REPO, lvis_overrides
+from tests.helpers.tools import REPO, lvis_overrides
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def tiny_detector(tmp_path_factory):
     paths = write_tiny_lvis(str(root / "data"), num_train=6, num_val=4, seed=3)
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml"))
     cfg.merge_from_list(lvis_overrides(paths))
     cfg.DATASETS.TEST = ()
     cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS = 6, 1

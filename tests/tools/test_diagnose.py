@@ -9,7 +9,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 
-from tools_helpers import REPO, load_tool
+from tests.helpers.tools import REPO, load_tool
 from tde_det import add_tde_config
 from tde_det.data.classification import register_fashion_mnist_lt, shot_groups
 from tde_det.data.classification.fashion_mnist import FASHION_MNIST_CLASSES
@@ -54,7 +54,7 @@ def test_per_class_diagnostics_of_a_classifier(tmp_path, progress_log):
     register_fashion_mnist_lt("diag_fm_r10", 10, seed=1, val_per_class=5, root=root)
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "fashion_mnist_lt_r10_deconfound.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "FashionMNIST-LT/r10_deconfound.yaml"))
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("diag_fm_r10_train",), ()
     cfg.MODEL.SMALL_CNN.CHANNELS = [4, 8, 8]
     cfg.MODEL.DEVICE = "cpu"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from detectron2.utils import comm
-from tools_helpers import REPO, load_tool, lvis_overrides
+from tests.helpers.tools import REPO, load_tool, lvis_overrides
 
 from tde_det.data.classification.synthetic import write_cifar_pickles
 from tde_det.engine import Trainer
@@ -131,7 +131,7 @@ def test_bad_sweeps_are_refused(tiny_detector):
 
 def test_cli_on_a_classifier_writes_table_files_and_best_alpha(tmp_path):
     write_cifar_pickles(str(tmp_path / "data"), "cifar10", per_class=60, test_per_class=6)
-    common = ["--config-file", os.path.join(REPO, "configs", "cifar10_lt_r10_tde.yaml"),
+    common = ["--config-file", os.path.join(REPO, "configs", "CIFAR-LT/cifar10_r10_tde.yaml"),
               "MODEL.DEVICE", "cpu", "MODEL.CIFAR_RESNET.DEPTH", "8", "SOLVER.IMS_PER_BATCH",
               "16", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
               "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()",
@@ -219,7 +219,7 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
     """--alphas-per-pass 2 on 3 alphas: two inference passes (bounded memory), the same table
     as one pass; and a negative value is refused by name."""
     cfg, _, paths, weights = tiny_detector
-    common = ["--config-file", os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"),
+    common = ["--config-file", os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml"),
               *lvis_overrides(paths), "MODEL.WEIGHTS", weights, "--alphas", "0", "0.5", "1.5",
               "--eval-workers", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distributed_helpers import destroy_process_group, exit_worker, rendezvous
-from tools_helpers import load_tool
+from tests.helpers.distributed import destroy_process_group, exit_worker, rendezvous
+from tests.helpers.tools import load_tool
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")

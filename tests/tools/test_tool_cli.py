@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tools_helpers import REPO, load_tool, lvis_overrides, run_tool
+from tests.helpers.tools import REPO, load_tool, lvis_overrides, run_tool
 
 TOOLS = {name: load_tool(name) for name in ("diagnose", "sweep_alpha", "visualize")}
 TRAIN_NET_ONLY = ("--resume", "--eval-only", "--num-gpus", "--num-machines", "--machine-rank",
@@ -70,7 +70,7 @@ def test_tools_leave_the_training_run_as_it_was(tiny_detector, tmp_path):
     for name, text in record.items():
         (run / name).write_text(text)
     config = tmp_path / "run_config.yaml"
-    config.write_text(f"_BASE_: {os.path.join(REPO, 'configs', 'tiny_lvis_cascade_tde_cpu.yaml')}"
+    config.write_text(f"_BASE_: {os.path.join(REPO, 'configs', 'TinyLVIS/cascade_R_18_tde.yaml')}"
                       f"\nOUTPUT_DIR: {run}\n")
     common = ["--config-file", str(config), *lvis_overrides(paths), "MODEL.WEIGHTS", weights,
               "MODEL.TDE.ALPHA", "0.5"]

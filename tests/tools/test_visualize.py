@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools_helpers import REPO, load_tool, lvis_overrides
+from tests.helpers.tools import REPO, load_tool, lvis_overrides
 
 visualize = load_tool("visualize")
 
@@ -15,7 +15,7 @@ visualize = load_tool("visualize")
 def run(*args):
     return subprocess.run([sys.executable, os.path.join(REPO, "tools", "visualize.py"),
                            "--config-file",
-                           os.path.join(REPO, "configs", "tiny_lvis_cascade_tde_cpu.yaml"),
+                           os.path.join(REPO, "configs", "TinyLVIS/cascade_R_18_tde.yaml"),
                            *args], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
 

@@ -7,7 +7,7 @@ import pytest
 from tde_det.data.detection.lvis_api_fields import check_lvis_api_fields, lvis_api_problems
 from tde_det.data.detection.synthetic import write_tiny_lvis
 
-from lvis_json_helpers import edited_copy
+from tests.helpers.lvis_json import edited_copy
 
 
 @pytest.fixture(scope="module")

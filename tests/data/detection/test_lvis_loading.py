@@ -16,7 +16,7 @@ from tde_det.data.detection import (
 )
 from tde_det.data.detection.synthetic import TINY_CATEGORIES, write_tiny_lvis
 
-from lvis_json_helpers import edited_copy
+from tests.helpers.lvis_json import edited_copy
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from tde_det.data.detection.lvis import BUILTIN_LVIS
 from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import detection_task
 
-from lvis_json_helpers import edited_copy
+from tests.helpers.lvis_json import edited_copy
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from detectron2.utils.events import EventStorage
 
 from tde_det import add_tde_config
 from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEFastRCNNOutputLayers
-from tde_reference import eq7, eq8, eq9
+from tests.helpers.tde_reference import eq7, eq8, eq9
 
 NUM_CLASSES = 5
 

@@ -10,7 +10,7 @@ from detectron2.structures import Boxes, Instances
 
 from tde_det.layers.checks import tde_undefined
 from tde_det.modeling.roi_heads import TDEClassLogits, TDEFastRCNNOutputLayers
-from tde_reference import eq7, eq8, eq9
+from tests.helpers.tde_reference import eq7, eq8, eq9
 
 NO_TDE = re.escape(tde_undefined("linear", "set MODEL.TDE.TEST_TDE False"))
 

@@ -1,0 +1,1 @@
+"""tde-det's tests; shared helpers are in :mod:`tests.helpers`."""
