@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything tde-det needs into a virtualenv, then tde-det itself (editable):
-# torch, torchvision, Detectron2, fvcore, lvis, pycocotools, opencv-python, pytest.
+# torch, torchvision, Detectron2, fvcore, lvis, pycocotools, opencv-python, pytest, ruff.
 #
 #   bash install.sh            # creates ./.venv (or reuses it); TDE_VENV=path picks another folder
 #   TDE_DETECTRON2=SRC TDE_LVIS=SRC bash install.sh   # Detectron2 / LVIS API from a source tree
@@ -174,7 +174,7 @@ fi
 
 # 3. The rest, then tde-det itself in editable mode.
 pipi "${constraints[@]}" "${upgrade[@]}" fvcore lvis pycocotools opencv-python matplotlib pytest \
-  pytest-xdist
+  pytest-xdist ruff
 # (pip's output is read whole first: with pipefail, `pip show | grep -q` fails on SIGPIPE.)
 tde_location=$("$py" -m pip show tde-det 2>/dev/null | sed -n 's/^Editable project location: //p' \
   || true)  # pip show fails while tde-det is not installed

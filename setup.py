@@ -9,7 +9,8 @@ from setuptools import find_packages, setup
 setup(
     name="tde-det",
     version="0.1.0",
-    description="Total-Direct-Effect long-tailed recognition for Detectron2 (detection and classification)",
+    description="Total-Direct-Effect long-tailed recognition for Detectron2 "
+                "(detection and classification)",
     license="Apache-2.0",
     python_requires=">=3.8",
     packages=find_packages(include=["tde_det", "tde_det.*"]),

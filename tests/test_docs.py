@@ -56,7 +56,8 @@ def test_docs_exist():
 @pytest.mark.parametrize("page", sorted((ROOT / "docs").glob("**/*.md")), ids=lambda p: p.name)
 def test_docs_page_length(page):
     n = len(page.read_text(encoding="utf-8").splitlines())
-    assert n <= DOCS_PAGE_MAX_LINES, f"{page.relative_to(ROOT)} has {n} lines, more than {DOCS_PAGE_MAX_LINES}"
+    assert n <= DOCS_PAGE_MAX_LINES, \
+        f"{page.relative_to(ROOT)} has {n} lines, more than {DOCS_PAGE_MAX_LINES}"
 
 
 @pytest.mark.parametrize("page", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -66,7 +67,8 @@ def test_relative_links_resolve(page):
         file_part, _, anchor = target.partition("#")
         dest = (page.parent / unquote(file_part)).resolve() if file_part else page
         if not dest.exists():
-            broken.append(f"{target} (no file {dest.relative_to(ROOT) if ROOT in dest.parents else dest})")
+            shown = dest.relative_to(ROOT) if ROOT in dest.parents else dest
+            broken.append(f"{target} (no file {shown})")
         elif ROOT not in dest.parents and dest != ROOT:
             broken.append(f"{target} (outside the repository)")
         elif anchor and dest.suffix == ".md" and unquote(anchor).lower() not in anchors(dest):

@@ -62,9 +62,9 @@ def model_config_differences(saved: CfgNode, new: CfgNode) -> List[Tuple[str, ob
 
 def check_resume_config(cfg: CfgNode, folder: Optional[str] = None) -> None:
     """Before ``--resume`` loads the last checkpoint of ``folder`` (None: ``cfg.OUTPUT_DIR``),
-    and before Detectron2's ``default_setup`` overwrites its ``config.yaml``: raise a ValueError listing
-    the model-defining MODEL keys that differ from that ``config.yaml`` (saved -> now), unless
-    ``RESUME_ALLOW_MODEL_CHANGE`` (then a warning). Nothing to compare when the folder has no
+    and before Detectron2's ``default_setup`` overwrites its ``config.yaml``: raise a ValueError
+    listing the model-defining MODEL keys that differ from that ``config.yaml`` (saved -> now),
+    unless ``RESUME_ALLOW_MODEL_CHANGE`` (then a warning). Nothing to compare when the folder has no
     checkpoint (``--resume`` then starts from ``MODEL.WEIGHTS``); a checkpoint without
     ``config.yaml`` is a warning."""
     folder = cfg.OUTPUT_DIR if folder is None else folder

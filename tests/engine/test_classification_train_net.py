@@ -5,7 +5,6 @@ direction, then --eval-only printing many/medium/few/overall with and without TD
 Image folder + split files (ImageNet-style augmentation, the lr-driven mu): train, --resume.
 """
 import json
-import json
 import os
 import subprocess
 import sys

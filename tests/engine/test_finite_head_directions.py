@@ -88,5 +88,6 @@ def test_classifier_training_stops_too(tmp_path):
     trainer = Trainer(tiny_fashion_mnist_cfg("finite_hd_fm", str(tmp_path), False,
                                              "SOLVER.MAX_ITER", "5"))
     trainer.register_hooks([NaNAt(trainer.model.head_direction, 3)])
-    with pytest.raises(FloatingPointError, match=r"at iteration=3: \(buffer 'head_direction.ema'\)"):
+    with pytest.raises(FloatingPointError,
+                       match=r"at iteration=3: \(buffer 'head_direction.ema'\)"):
         trainer.train()

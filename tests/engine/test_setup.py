@@ -1,5 +1,6 @@
 """The tools' shared set-up: where a tool writes, and how its command line is split."""
 import argparse
+import os
 
 import pytest
 from detectron2.config import get_cfg
@@ -105,7 +106,8 @@ def test_datasets_are_registered_at_set_up_not_by_the_task_builders(tmp_path):
     config.write_text("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 6\n")
     opts = ["DATASETS.LVIS_CUSTOM.NAMES", "('setup_lvis_train', 'setup_lvis_val')",
             "DATASETS.LVIS_CUSTOM.JSON_FILES", f"('{paths['train']}', '{paths['val']}')",
-            "DATASETS.LVIS_CUSTOM.IMAGE_ROOTS", f"('{paths['image_root']}', '{paths['image_root']}')",
+            "DATASETS.LVIS_CUSTOM.IMAGE_ROOTS",
+            f"('{paths['image_root']}', '{paths['image_root']}')",
             "DATASETS.TRAIN", "('setup_lvis_train',)", "DATASETS.TEST", "('setup_lvis_val',)",
             "OUTPUT_DIR", str(tmp_path / "out")]
     cfg = _cfg(tmp_path / "out")

@@ -39,7 +39,8 @@ def test_detectron2_is_an_installed_distribution():
 @pytest.mark.skipif(not STANDIN, reason="a compiled detectron2._C is installed")
 @pytest.mark.parametrize("op", ["nms_rotated", "deform_conv_forward", "COCOevalAccumulate"])
 def test_standin_names_the_missing_op(op):
-    with pytest.raises(RuntimeError, match=rf"detectron2\._C\.{op} is a compiled Detectron2 op") as e:
+    with pytest.raises(RuntimeError,
+                       match=rf"detectron2\._C\.{op} is a compiled Detectron2 op") as e:
         getattr(_C, op)(1, 2)
     assert "install.sh" in str(e.value) and "github.com/facebookresearch/detectron2" in str(e.value)
 

@@ -187,7 +187,8 @@ def main(argv=None) -> Dict:
         run = train_and_sweep(args, classifier, seed, alphas)
         runs.append(run)
         best = next(r for r in run["test"] if r["alpha"] == run["alpha_val"])
-        print(f"    trained in {run['train_seconds']:.0f} s; test top-1 {run['test'][0]['top1']:.2f}"
+        top1 = run["test"][0]["top1"]
+        print(f"    trained in {run['train_seconds']:.0f} s; test top-1 {top1:.2f}"
               + (f", with TDE (alpha {run['alpha_val']} from val) {best['top1']:.2f}"
                  if classifier != "baseline" else ""), flush=True)
     table = summarise(runs)
@@ -198,10 +199,10 @@ def main(argv=None) -> Dict:
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
     plot(runs, os.path.join(args.output, "accuracy_vs_alpha.png"))
+    groups = make_cfg(args, "baseline", args.seeds[0])[0].TEST.CLASSIFICATION
     print(f"\nFashion-MNIST-LT, ratio {args.ratio}, test top-1 (%), mean ± std over seeds "
-          f"{args.seeds}; groups by training count (many > "
-          f"{make_cfg(args, 'baseline', args.seeds[0])[0].TEST.CLASSIFICATION.MANY_THRESHOLD}, "
-          f"few < {make_cfg(args, 'baseline', args.seeds[0])[0].TEST.CLASSIFICATION.FEW_THRESHOLD})")
+          f"{args.seeds}; groups by training count (many > {groups.MANY_THRESHOLD}, "
+          f"few < {groups.FEW_THRESHOLD})")
     print_table(table)
     print(f"\ntotal {total / 60:.1f} min; wrote {args.output}/results.json and "
           f"{args.output}/accuracy_vs_alpha.png")

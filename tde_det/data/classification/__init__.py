@@ -1,4 +1,5 @@
-"""Image-classification data: ImageNet-LT, CIFAR-10/100-LT, Fashion-MNIST-LT, image folder + split files.
+"""Image-classification data: ImageNet-LT, CIFAR-10/100-LT, Fashion-MNIST-LT, image folder +
+split files.
 
 Importing this registers the built-in datasets (see :mod:`.builtin` for the layout under
 ``$DETECTRON2_DATASETS``).
@@ -34,7 +35,8 @@ from .transforms import CenterCrop, ColorJitter, PadRandomCrop, RandomResizedCro
 
 __all__ = [
     "FASHION_MNIST_CLASSES", "fashion_mnist_lt_splits", "load_fashion_mnist",
-    "register_fashion_mnist_lt", "set_fashion_mnist_root", "SHOT_GROUPS", "CenterCrop", "ClassificationDatasetMapper", "ColorJitter", "PadRandomCrop",
+    "register_fashion_mnist_lt", "set_fashion_mnist_root", "SHOT_GROUPS", "CenterCrop",
+    "ClassificationDatasetMapper", "ColorJitter", "PadRandomCrop",
     "RandomResizedCrop", "array_dataset_dicts", "build_classification_augmentation",
     "build_classification_test_loader", "build_classification_train_loader",
     "get_classification_dataset_dicts", "held_out_indices", "load_cifar", "load_split_file",

@@ -43,7 +43,7 @@ CIFAR_FILES = {
 
 def _load_pickle(path: str, label_key: str) -> Tuple[np.ndarray, np.ndarray]:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"CIFAR pickle not found: {path} (see the README, 'Image classification', "
+        raise FileNotFoundError(f"CIFAR pickle not found: {path} (see docs/classification.md "
                                 f"for the layout under $DETECTRON2_DATASETS)")
     try:
         with open(path, "rb") as f:

@@ -13,7 +13,8 @@ Splits of ``fashion_mnist_lt_r{ratio}_s{seed}`` (all deterministic given the see
   ``min(int(6000 * (1/ratio)^(r/9)), 6000 - val_per_class)`` images (6000 -> 60 at ratio 100;
   only the head class is capped, to leave room for its validation images), drawn at random
   (seeded) from the class's 6,000 training images;
-- ``_val``: ``val_per_class`` (registered names: 100) further images of every class, never used by ``_train``
+- ``_val``: ``val_per_class`` (registered names: 100) further images of every class, never used
+  by ``_train``
   (balanced, for choosing alpha);
 - ``_test``: the 10,000 test images.
 """

@@ -26,7 +26,8 @@ from detectron2.utils.file_io import PathManager
 
 __all__ = ["INVALID_ANNOTATION_POLICIES", "MASK_FORMATS", "InvalidAnnotationError",
            "check_invalid_annotation_policy",
-           "load_lvis_json_checked", "read_json", "register_lvis_dataset", "register_lvis_datasets_from_config",
+           "load_lvis_json_checked", "read_json", "register_lvis_dataset",
+           "register_lvis_datasets_from_config",
            "set_invalid_annotation_policy", "use_checked_loader_for_builtin_lvis"]
 
 logger = logging.getLogger(__name__)

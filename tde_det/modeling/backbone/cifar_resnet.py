@@ -40,7 +40,8 @@ class CifarBasicBlock(nn.Module):
                 self.shortcut = Conv2d(in_channels, out_channels, 1, stride=stride, bias=False,
                                        norm=get_norm(norm, out_channels))
             else:
-                raise ValueError(f"MODEL.CIFAR_RESNET.SHORTCUT must be 'A' or 'B', got {shortcut!r}")
+                raise ValueError(
+                    f"MODEL.CIFAR_RESNET.SHORTCUT must be 'A' or 'B', got {shortcut!r}")
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)

@@ -1,7 +1,8 @@
 """A small plain CNN for 28x28 images (Fashion-MNIST-LT), as a Detectron2 backbone.
 
 Stage s: two 3x3 convolutions (each followed by the norm and ReLU), then a 2x2 max-pool except
-in the last stage (its output is the pooled map: stage1 has stride 2, stage2 and stage3 4). With the default channels (32, 64, 128) a 28x28 grey image gives a
+in the last stage (its output is the pooled map: stage1 has stride 2, stage2 and stage3 4).
+With the default channels (32, 64, 128) a 28x28 grey image gives a
 128 x 7 x 7 "stage3" map, globally pooled by the classifier into a 128-d post-ReLU feature
 (like the ResNeXt feature of the paper: non-negative, so the head direction is meaningful).
 """

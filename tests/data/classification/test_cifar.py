@@ -40,8 +40,8 @@ def test_python2_pickles_with_bytes_keys(tmp_path):
     folder.mkdir()
     for name, n in (("train", 4), ("test", 2)):
         with open(folder / name, "wb") as f:
-            pickle.dump({b"data": np.zeros((n, 3072), np.uint8), b"fine_labels": [0, 99] * (n // 2)},
-                        f)
+            pickle.dump({b"data": np.zeros((n, 3072), np.uint8),
+                         b"fine_labels": [0, 99] * (n // 2)}, f)
     images, labels = load_cifar(str(tmp_path), "cifar100", train=True)
     assert images.shape == (4, 32, 32, 3) and labels.tolist() == [0, 99, 0, 99]
 
