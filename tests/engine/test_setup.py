@@ -72,3 +72,10 @@ def test_an_existing_file_that_spells_a_key_is_no_override(tmp_path, monkeypatch
     parser.add_argument("--input", nargs="+")
     args = parse_tool_args(parser, ["--input", "MODEL.WEIGHTS", "MODEL.DEVICE", "cpu"])
     assert args.input == ["MODEL.WEIGHTS"] and args.opts == ["MODEL.DEVICE", "cpu"]
+
+
+def test_only_a_whole_key_path_is_an_override():
+    """MODEL.WEIGHTS.X and X.OUTPUT_DIR name no value of the config: not overrides."""
+    for arg in ("MODEL.WEIGHTS.X", "X.OUTPUT_DIR", "MODEL"):
+        with pytest.raises(SystemExit):
+            parse_tool_args(_parser(), ["--config-file", "c.yaml", arg, "v"])
