@@ -117,40 +117,27 @@ def tool_argument_parser(description: str, tool: str, config_required: bool = Tr
     return parser
 
 
-def _is_config_key(arg: str, keys: CfgNode) -> bool:
-    """Whether ``arg`` names a value of ``keys`` (``MODEL.WEIGHTS``, ``OUTPUT_DIR``) and is no
-    existing path (an existing file that spells a key is an input, e.g. of ``--input``)."""
-    if os.path.exists(arg):
-        return False
-    node = keys
-    for part in arg.split("."):
-        if not isinstance(node, CfgNode) or part not in node:
-            return False
-        node = node[part]
-    return not isinstance(node, CfgNode)
-
-
 def parse_tool_args(parser: argparse.ArgumentParser,
                     argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """``parser``'s options, wherever they are, and the ``KEY VALUE`` config overrides as
-    ``args.opts``: a KEY is an argument that names a key of the config (tde-det's keys
-    included) and is no existing path, and its VALUE is the next argument, whatever it looks
-    like. A multi-valued option (``--alphas``, ``--input``) thus ends at the first KEY."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    ``args.opts``: a KEY names a value of the config (tde-det's keys included) and is no
+    existing path; its VALUE is the next argument, whatever it looks like. A multi-valued
+    option (``--alphas``, ``--input``) thus ends at the first KEY."""
     keys = get_cfg()
     add_tde_config(keys)
     rest: List[str] = []
     opts: List[str] = []
-    i = 0
-    while i < len(argv):
-        if _is_config_key(argv[i], keys):
-            if i + 1 == len(argv):
-                parser.error(f"config override {argv[i]} has no value (KEY VALUE)")
-            opts += argv[i:i + 2]
-            i += 2
+    given, missing = iter(sys.argv[1:] if argv is None else argv), CfgNode()
+    for arg in given:
+        node = keys
+        for part in arg.split("."):
+            node = node.get(part, missing) if isinstance(node, CfgNode) else missing
+        if isinstance(node, CfgNode) or os.path.exists(arg):  # no value of the config
+            rest.append(arg)
+        elif (value := next(given, None)) is None:
+            parser.error(f"config override {arg} has no value (KEY VALUE)")
         else:
-            rest.append(argv[i])
-            i += 1
+            opts += [arg, value]
     args, unknown = parser.parse_known_args(rest)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (a config override's KEY "

@@ -1,32 +1,39 @@
 """Alpha sweep for image classification from one inference pass.
 
 Eq. 8 is linear in alpha before the softmax: TDE(alpha) = z - alpha * B, with z the eq. 7
-logits and B the alpha-free TDE term (``NormalizedClassifier.tde_bias``). One pass over a
+logits and B the alpha-free TDE term (``TDEImageClassifier.logits_and_tde_bias``). One pass over a
 split caches z and B per image; every alpha is then scored from the cache with the same metric
 code as :class:`~tde_det.evaluation.ClassificationEvaluator`, so a row equals what
 ``--eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>`` reports: sweeping alpha means
 evaluating with TDE, whatever the config's ``MODEL.TDE.TEST_TDE`` (alpha = 0 is eq. 7).
 """
+import csv
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import inference_context
 from detectron2.utils import comm
 
 from tde_det.data.classification import shot_groups, train_class_counts
-from tde_det.layers.checks import check_has_tde, check_real, has_tde, tde_undefined
+from tde_det.layers.checks import check_has_tde, check_real
+from tde_det.layers.tde_math import tde_logits
 
 from .classification_evaluation import accuracy_metrics
+from .lvis_records import LVIS_METRICS
 from .progress import logged_progress
 
-__all__ = ["ClassificationCache", "alpha_override", "best_alpha", "check_alphas",
-           "check_sweep_config", "collect_classification_cache", "reported_split_warning",
-           "sweep_classification", "sweep_classification_dataset"]
+__all__ = ["ClassificationCache", "alpha_override", "best_alpha", "check_alphas", "check_metric",
+           "check_sweep_config", "collect_classification_cache", "format_table", "plot_sweep",
+           "reported_split_warning", "sweep_classification", "sweep_classification_dataset",
+           "write_sweep_files"]
 
 logger = logging.getLogger(__name__)
 NO_ALPHA = "there is no alpha to sweep"
-LINEAR_ERROR = tde_undefined("linear", NO_ALPHA)
 
 
 @dataclass
@@ -43,7 +50,7 @@ class ClassificationCache:
 
     def logits(self, alpha: float) -> torch.Tensor:
         """Eq. 8 logits for ``alpha`` (eq. 7 for alpha = 0)."""
-        return self.total if alpha == 0 else self.total - float(alpha) * self.bias
+        return self.total if alpha == 0 else tde_logits(self.total, self.bias, alpha)
 
 
 def check_alphas(alphas: Iterable[float]) -> List[float]:
@@ -98,24 +105,17 @@ def alpha_override(cfg, alpha: float) -> str:
 def collect_classification_cache(model, data_loader, label: str = "alpha sweep"
                                  ) -> ClassificationCache:
     """Run ``model`` (a ``TDEImageClassifier``) once over ``data_loader`` and cache eq. 7 logits
-    and the TDE term B of every image, gathered from all processes (every rank gets the whole
-    split). Progress is logged as Detectron2's inference logs it, under ``label``."""
-    was_training = model.training
-    model.eval()
+    and the TDE term B of every image (``model.logits_and_tde_bias``), gathered from all
+    processes (every rank gets the whole split). Progress is logged as Detectron2's inference
+    logs it, under ``label``."""
     totals, biases, labels = [], [], []
-    try:
+    with inference_context(model):
         for batch in logged_progress(data_loader, label):
-            x = model.extract_features(model.preprocess_image(batch))
-            total = model.classifier(x).float()
-            if has_tde(model.classifier.kind):
-                bias = model.classifier.tde_bias(x, model.head_direction.direction()).float()
-            else:
-                bias = torch.zeros_like(total)
-            totals.append(total.cpu())
-            biases.append(bias.cpu())
+            total, bias = model.logits_and_tde_bias(
+                model.extract_features(model.preprocess_image(batch)))
+            totals.append(total.float().cpu())
+            biases.append(bias.float().cpu())
             labels.append(torch.as_tensor([int(d["label"]) for d in batch], dtype=torch.long))
-    finally:
-        model.train(was_training)
     parts = comm.all_gather((totals, biases, labels))
     if not any(p[2] for p in parts):
         raise ValueError("the data loader yielded no image: nothing to sweep")
@@ -162,17 +162,105 @@ def best_alpha(rows: Sequence[Dict], metric: str = "top1") -> Dict:
 
 
 def sweep_classification_dataset(cfg, model, dataset_name: str, alphas: Sequence[float],
-                                 data_loader=None) -> Tuple[List[Dict], ClassificationCache]:
-    """Sweep ``alphas`` on a registered split with the config's loader, groups and top-k (TDE on
-    for every alpha, whatever ``MODEL.TDE.TEST_TDE``; a linear classifier only with alpha 0)."""
+                                 data_loader: Iterable) -> Tuple[List[Dict], ClassificationCache]:
+    """Sweep ``alphas`` on a registered split, read by ``data_loader`` (e.g.
+    ``Trainer.build_test_loader(cfg, dataset_name)``), with the config's groups and top-k (TDE
+    on for every alpha, whatever ``MODEL.TDE.TEST_TDE``; a linear classifier only with
+    alpha 0)."""
     if any(a > 0 for a in check_alphas(alphas)):
         check_has_tde(model.classifier.kind, NO_ALPHA)
-    if data_loader is None:
-        from tde_det.engine.trainer import Trainer  # the engine imports this package
-
-        data_loader = Trainer.build_test_loader(cfg, dataset_name)
     cache = collect_classification_cache(model, data_loader, f"alpha sweep on {dataset_name}")
     c = cfg.TEST.CLASSIFICATION
     rows = sweep_classification(cache, alphas, train_class_counts(dataset_name),
                                 c.MANY_THRESHOLD, c.FEW_THRESHOLD, c.TOPK)
     return rows, cache
+
+
+DEFAULT_ALPHAS = [0, 0.5, 1, 1.5, 2, 2.5, 3]
+DETECTION_COLUMNS = [f"{t}/{m}" for t in ("segm", "bbox") for m in ("AP", "APr", "APc", "APf")]
+CLASSIFICATION_COLUMNS = ["many", "medium", "few", "top1"]
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # and "AP-<class name>"
+
+
+def check_metric(cfg, datasets: List[str], metric: str, classification: bool) -> None:
+    """Refuse, before any inference, a ``--metric`` that no row of the sweep would have (the
+    best alpha is picked after the whole pass)."""
+    if classification:
+        k = min(cfg.TEST.CLASSIFICATION.TOPK, cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES)
+        known = ["top1", f"top{k}", "many", "medium", "few"]
+        if metric not in known:
+            raise ValueError(f"--metric {metric!r} is not a column of a classifier's sweep; "
+                             f"use one of {sorted(set(known))}")
+        return
+    tasks = ("segm", "bbox") if cfg.MODEL.MASK_ON else ("bbox",)
+    task, _, name = metric.partition("/")
+    if task not in tasks:
+        raise ValueError(f"--metric {metric!r} must be <task>/<metric> with task one of {tasks} "
+                         f"(MODEL.MASK_ON {cfg.MODEL.MASK_ON}), e.g. {tasks[0]}/AP")
+    for dataset in datasets:
+        kind = MetadataCatalog.get(dataset).get("evaluator_type", None)
+        known = LVIS_METRICS if kind == "lvis" else COCO_METRICS if kind == "coco" else None
+        if known is not None and name not in known and not (kind == "coco"
+                                                            and name.startswith("AP-")):
+            raise ValueError(f"--metric {metric!r}: {name!r} is not a {kind.upper()} metric of "
+                             f"{dataset!r}; use one of {list(known)}"
+                             + (" or AP-<class name>" if kind == "coco" else ""))
+
+
+def plot_sweep(rows: List[Dict], columns: List[str], title: str, best: Dict, metric: str):
+    """Metric vs alpha (as the paper's Fig. 4), in alpha order, the chosen alpha marked on the
+    ``metric`` curve and by a vertical line; the legend to the right of the axes, off the
+    curves. Returns the matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    rows = sorted(rows, key=lambda r: r["alpha"])
+    alphas = [r["alpha"] for r in rows]
+    names = list(dict.fromkeys(c.rpartition("/")[2] for c in columns))
+    for col in columns:  # one colour per metric, a dashed line for bbox beside segm
+        if all(col in r for r in rows):
+            ax.plot(alphas, [r[col] for r in rows], marker="o", ms=3, label=col,
+                    color=f"C{names.index(col.rpartition('/')[2])}",
+                    ls="--" if col.startswith("bbox/") and len(names) < len(columns) else "-",
+                    lw=2 if col == metric else 1)
+    ax.axvline(best["alpha"], color="0.4", ls="--", lw=1)
+    ax.plot([best["alpha"]], [best[metric]], marker="*", ms=13, color="k", ls="none",
+            label=f"chosen: alpha {best['alpha']:g}\n({metric} {best[metric]:.2f})")
+    ax.set_xlabel("alpha (eq. 8)")
+    ax.set_ylabel("%")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    return fig
+
+
+def write_sweep_files(rows: List[Dict], columns: List[str], output: str, title: str,
+                      best: Dict, metric: str) -> None:
+    """``alpha_sweep.csv``, ``alpha_sweep.json`` and ``alpha_sweep.png`` in ``output``."""
+    os.makedirs(output, exist_ok=True)
+    keys = ["alpha"] + sorted({k for r in rows for k in r if k not in ("alpha", "per_class")})
+    with open(os.path.join(output, "alpha_sweep.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(output, "alpha_sweep.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    fig = plot_sweep(rows, columns, title, best, metric)
+    fig.savefig(os.path.join(output, "alpha_sweep.png"), dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def format_table(rows: List[Dict], columns: List[str]) -> str:
+    """The rows as a markdown table of the ``columns`` they have."""
+    present = [c for c in columns if any(c in r for r in rows)]
+    lines = ["| alpha | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['alpha']:g} | " + " | ".join(
+            f"{r[c]:.2f}" if c in r else "" for c in present) + " |")
+    return "\n".join(lines)

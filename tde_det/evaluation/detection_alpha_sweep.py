@@ -1,12 +1,10 @@
 """Alpha sweep for the TDE cascade detector from one inference pass per image.
 
-The backbone, the proposals and the box features of every cascade stage run once. Each stage's
-box predictor returns the eq. 7 logits z and the alpha-free TDE term B (``TDEClassLogits``), and
-eq. 8 is linear in alpha before the softmax (TDE = z - alpha * B), so every alpha is scored from
-these cached per-stage tensors: per-stage probabilities with that alpha (the predictor's own
-``predict_probs``: eq. 9, softmax of eq. 8, or softmax of eq. 7 for alpha = 0), the cascade
-average, Detectron2's ``fast_rcnn_inference`` on the last stage's boxes (box regression does not
-depend on alpha), and one evaluator per alpha.
+The backbone, the proposals and the box features of every cascade stage run once
+(``TDECascadeROIHeads.forward_stages``: each stage's eq. 7 logits z and alpha-free TDE term B).
+Eq. 8 is linear in alpha before the softmax (TDE = z - alpha * B), so every alpha is scored from
+these per-stage tensors by ``TDECascadeROIHeads.detections`` (the predictors' ``probs`` with that
+alpha, the cascade average, Detectron2's ``fast_rcnn_inference``), with one evaluator per alpha.
 
 Masks depend on the box and the class, not on alpha: by default they are pasted once per image
 for the union of the alphas' detections (``shared_detections``), the mask head's layers run
@@ -18,8 +16,8 @@ the alphas' records sharing it; any other gets ``process(inputs, outputs)``. Wit
 
 Each alpha's results equal those of ``--eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA
 <alpha>`` (shared masks: up to how a convolution library rounds for another batch size, see
-``union_masks``): sweeping alpha means evaluating with TDE, whatever the predictors'
-``test_tde`` (``MODEL.TDE.TEST_TDE``), which is restored afterwards.
+``union_masks``): sweeping alpha means evaluating with TDE, whatever ``MODEL.TDE.TEST_TDE``.
+The model is not changed.
 """
 import logging
 import multiprocessing
@@ -27,23 +25,24 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import GeneralizedRCNN
-from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.utils import comm
 
-from tde_det.modeling.roi_heads import TDECascadeROIHeads, TDEClassLogits
+from tde_det.layers.checks import check_has_tde
+from tde_det.modeling.roi_heads import TDECascadeROIHeads
 
-from .alpha_sweep import LINEAR_ERROR, check_alphas
+from .alpha_sweep import NO_ALPHA, check_alphas
+from .progress import logged_progress
 from .lvis_records import RecordsLVISEvaluator
 from .shared_detections import MergedDetections
 from .union_masks import predict_masks
 
 __all__ = ["DetectionAlphaSweep", "EvaluatorsSharingGroundTruth", "available_cpus",
-           "parallel_evaluation_workers"]
+           "parallel_evaluation_workers", "sweep_detection"]
 
 logger = logging.getLogger(__name__)
 # (alpha, evaluator) pairs that forked workers inherit (set only while
@@ -136,27 +135,6 @@ class EvaluatorsSharingGroundTruth:
         return evaluator
 
 
-@contextmanager
-def _recording_stages(roi_heads: TDECascadeROIHeads, record: List):
-    """Within the block, every stage predictor's ``predict_probs`` also appends
-    (predictor, predictions, proposals) to ``record``; TDE is forced on (alpha > 0) so that the
-    predictions carry the TDE term."""
-    saved = [(p, p.test_tde, p.alpha) for p in roi_heads.box_predictor]
-    for p in roi_heads.box_predictor:
-        def recording(predictions, proposals, _p=p, _orig=p.predict_probs):
-            record.append((_p, predictions, proposals))
-            return _orig(predictions, proposals)
-
-        p.predict_probs = recording
-        p.test_tde, p.alpha = True, 1.0
-    try:
-        yield record
-    finally:
-        for p, test_tde, alpha in saved:
-            del p.predict_probs  # back to the class's method
-            p.test_tde, p.alpha = test_tde, alpha
-
-
 class DetectionAlphaSweep:
     """Score several alphas of a ``GeneralizedRCNN`` with ``TDECascadeROIHeads``, with TDE on
     for every alpha (as ``MODEL.TDE.TEST_TDE True``, whatever the model's setting).
@@ -176,9 +154,8 @@ class DetectionAlphaSweep:
         if not isinstance(roi_heads, TDECascadeROIHeads):
             raise ValueError("the alpha sweep needs MODEL.ROI_HEADS.NAME TDECascadeROIHeads, got "
                              f"{type(roi_heads).__name__}")
-        kinds = {p.cls_score.kind for p in roi_heads.box_predictor}
-        if "linear" in kinds:
-            raise ValueError(LINEAR_ERROR)
+        for predictor in roi_heads.box_predictor:
+            check_has_tde(predictor.cls_score.kind, NO_ALPHA)
         self.model = model
         self.alphas = check_alphas(alphas)
         self.share_masks = bool(share_masks)
@@ -230,35 +207,11 @@ class DetectionAlphaSweep:
                 {"instances": m.of_alpha(k, out)} for m, out in zip(merged, outputs)])
 
     def _detections(self, features, proposals) -> List[List]:
-        """Per alpha, that alpha's detections of each image (before masks): Detectron2's cascade
-        once, then each alpha scored from the stages' cached z and B."""
+        """Per alpha, that alpha's detections of each image (before masks): the box cascade
+        once, then each alpha scored from the stages' z and B."""
         heads = self.model.roi_heads
-        stages: List = []
-        with _recording_stages(heads, stages):
-            heads._forward_box(features, proposals)  # Detectron2's cascade, once
-        stages = stages[-heads.num_cascade_stages:]
-        last, last_predictions, last_proposals = stages[-1]
-        boxes = last.predict_boxes(last_predictions, last_proposals)
-        image_sizes = [p.image_size for p in last_proposals]
-        saved = [(p, p.test_tde, p.alpha) for p, _, _ in stages]
-        per_alpha = []
-        try:
-            for alpha in self.alphas:
-                per_stage = []
-                for p, predictions, props in stages:
-                    if not isinstance(predictions[0], TDEClassLogits):
-                        raise RuntimeError("a stage returned no TDE term in the sweep pass")
-                    p.test_tde, p.alpha = True, alpha
-                    per_stage.append(p.predict_probs(predictions, props))
-                scores = [sum(s) * (1.0 / len(stages)) for s in zip(*per_stage)]
-                instances, _ = fast_rcnn_inference(boxes, scores, image_sizes,
-                                                   last.test_score_thresh, last.test_nms_thresh,
-                                                   last.test_topk_per_image)
-                per_alpha.append(instances)
-        finally:
-            for p, test_tde, alpha in saved:
-                p.test_tde, p.alpha = test_tde, alpha
-        return per_alpha
+        stages = heads.forward_stages(features, proposals)
+        return [heads.detections(stages, alpha) for alpha in self.alphas]
 
     def evaluate(self, workers: int = 1) -> Dict[float, Dict]:
         """``{alpha: evaluator.evaluate()}``, each evaluator's log lines (its tables) starting
@@ -286,3 +239,49 @@ class DetectionAlphaSweep:
         finally:
             _FORKED_EVALUATORS = None
         return dict(zip(alphas, results))
+
+
+def sweep_detection(model: GeneralizedRCNN, data_loader: Iterable,
+                    build_evaluator: Callable[[str], object], alphas: Sequence[float],
+                    output: str = "", eval_workers: int = 1, alphas_per_pass: int = 0,
+                    share_masks: bool = True, save_predictions: bool = False,
+                    dataset: str = "") -> List[Dict]:
+    """One row ``{"alpha", "<task>/<metric>", ...}`` per alpha. The network runs once per pass
+    over ``data_loader`` (iterated once per pass); a pass scores up to ``alphas_per_pass``
+    alphas (0: all in one pass), whose evaluators hold their predictions until that pass is
+    evaluated: fewer alphas per pass, less memory, more passes. ``build_evaluator(folder)``:
+    the dataset's evaluator (e.g. ``Trainer.build_evaluator(cfg, dataset, folder)``), built
+    once and then shared (:class:`EvaluatorsSharingGroundTruth`). ``save_predictions``: each
+    alpha's evaluator writes its files to ``output/alpha_<alpha>``; otherwise none.
+    ``share_masks``, ``eval_workers``: see :class:`DetectionAlphaSweep`. ``dataset``: the
+    split's name, for the log."""
+    if alphas_per_pass < 0:
+        raise ValueError(f"--alphas-per-pass must be >= 0 (0: all alphas in one pass), got "
+                         f"{alphas_per_pass}")
+    alphas = check_alphas(alphas)  # each alpha once, also across passes
+    per_pass = alphas_per_pass or len(alphas)
+    passes = [alphas[i:i + per_pass] for i in range(0, len(alphas), per_pass)]
+    make_evaluator = EvaluatorsSharingGroundTruth(  # one parse of the json for all passes
+        build_evaluator,
+        lambda a: os.path.join(output, f"alpha_{a:g}") if save_predictions else "")
+    rows = []
+    for n, chunk in enumerate(passes, 1):
+        of = f", pass {n} of {len(passes)}" if len(passes) > 1 else ""
+        if of:
+            logger.info(f"pass {n} of {len(passes)} over {dataset}: alphas "
+                        f"{', '.join(f'{a:g}' for a in chunk)}")
+        sweep = DetectionAlphaSweep(model, chunk, make_evaluator, share_masks=share_masks)
+        for batch in logged_progress(data_loader, f"alpha sweep on {dataset}{of}"):
+            sweep.process(batch)
+        if share_masks:
+            logger.info(f"{sweep.detections} detections over {len(chunk)} alphas, "
+                        f"{sweep.distinct} distinct (box, class) pairs, {sweep.mask_rows} "
+                        f"distinct boxes: masks were pasted for the pairs, the mask head ran "
+                        f"on the boxes")
+        for alpha, results in sweep.evaluate(eval_workers).items():
+            row = {"alpha": alpha}
+            for task, metrics in (results or {}).items():
+                row.update({f"{task}/{k}": float(v) for k, v in metrics.items()})
+            rows.append(row)
+        del sweep  # this pass's predictions, before the next pass makes its own
+    return rows

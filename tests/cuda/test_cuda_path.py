@@ -219,7 +219,9 @@ def test_classifier_trains_on_cuda_and_sweep_equals_eval_only(tmp_path):
         model = trainer.model.eval()
         ema = model.head_direction.ema
         assert ema.device.type == DEVICE and ema.norm() > 0
-        rows, _ = sweep_classification_dataset(cfg, model, "cifar10_lt_r10_test", [0.0, 1.0])
+        rows, _ = sweep_classification_dataset(
+            cfg, model, "cifar10_lt_r10_test", [0.0, 1.0],
+            Trainer.build_test_loader(cfg, "cifar10_lt_r10_test"))
         for row in rows:
             model.alpha = row["alpha"]
             result = Trainer.test(cfg, model)["classification"]

@@ -120,3 +120,10 @@ def test_datasets_are_registered_at_set_up_not_by_the_task_builders(tmp_path):
     cfg = setup(argparse.Namespace(config_file=str(config), opts=opts, eval_only=True))
     assert len(DatasetCatalog.get("setup_lvis_train")) == 2
     detection_task.check_datasets(cfg)
+
+
+def test_only_a_whole_key_path_is_an_override():
+    """MODEL.WEIGHTS.X and X.OUTPUT_DIR name no value of the config: not overrides."""
+    for arg in ("MODEL.WEIGHTS.X", "X.OUTPUT_DIR", "MODEL"):
+        with pytest.raises(SystemExit):
+            parse_tool_args(_parser(), ["--config-file", "c.yaml", arg, "v"])

@@ -86,10 +86,15 @@ def trained(tmp_path_factory):
     return cfg, trainer.model
 
 
+def _loader(cfg):
+    return Trainer.build_test_loader(cfg, "sweep_fm_r10_test")
+
+
 def test_each_row_equals_eval_only_with_that_alpha(trained):
     cfg, model = trained
     alphas = [0.0, 0.5, 1.5, 3.0]
-    rows, cache = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", alphas)
+    rows, cache = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", alphas,
+                                               _loader(cfg))
     assert len(cache.labels) == 120 and torch.isfinite(cache.total).all()
     distinct = {tuple(r["per_class"]) for r in rows}
     assert len(distinct) > 1  # alpha changes the predictions, so the comparison can fail
@@ -108,8 +113,7 @@ def test_the_network_runs_once(trained, monkeypatch):
     calls = []
     original = model.backbone.forward
     monkeypatch.setattr(model.backbone, "forward", lambda x: calls.append(len(x)) or original(x))
-    loader = Trainer.build_test_loader(cfg, "sweep_fm_r10_test")
-    cache = collect_classification_cache(model, loader)
+    cache = collect_classification_cache(model, _loader(cfg))
     rows = sweep_classification(cache, np.linspace(0, 3, 31).tolist(), [40] * 10, 20, 8, 2)
     assert sum(calls) == 120 and len(rows) == 31
 
@@ -132,7 +136,8 @@ def test_sweeping_means_tde_on_whatever_test_tde(trained, monkeypatch):
     cfg.MODEL.TDE.TEST_TDE = False
     model.test_tde = False
     try:
-        rows, _ = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0, 3.0])
+        rows, _ = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0, 3.0],
+                                               _loader(cfg))
         plain = Trainer.test(cfg, model)["classification"]
         model.test_tde, model.alpha = True, 3.0
         tde = Trainer.test(cfg, model)["classification"]
@@ -155,7 +160,8 @@ def test_a_linear_classifier_is_refused(trained):
     with pytest.raises(ValueError, match=no_tde):
         sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0, 1.0], data_loader=[])
     # alpha = 0 is eq. 7, defined for a linear classifier (tools/benchmarks/real_lt.py uses it).
-    (row,), _ = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0])
+    (row,), _ = sweep_classification_dataset(cfg, model, "sweep_fm_r10_test", [0.0],
+                                             _loader(cfg))
     assert row["alpha"] == 0.0 and 0 <= row["top1"] <= 100
 
 

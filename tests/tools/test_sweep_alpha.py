@@ -11,10 +11,12 @@ from tests.helpers.tools import REPO, load_tool, lvis_overrides
 from tde_det.data.classification.synthetic import write_cifar_pickles
 from tde_det.engine import Trainer
 from tde_det.evaluation import RecordsLVISEvaluator
+from tde_det.evaluation import alpha_sweep
 from tde_det.evaluation.detection_alpha_sweep import (
     DetectionAlphaSweep,
     EvaluatorsSharingGroundTruth,
     parallel_evaluation_workers,
+    sweep_detection,
 )
 
 ALPHAS = [0.0, 0.5, 1.5]
@@ -75,12 +77,13 @@ def test_a_repeated_alpha_is_evaluated_and_reported_once(tiny_detector, tmp_path
     """--alphas 0.5 0.5 1.5 0.5: one row per alpha, each equal to eval-only with that alpha, in
     one pass and in one pass per alpha."""
     cfg, model = tiny_detector[:2]
-    tool = load_tool("sweep_alpha")
     given = [0.5, 0.5, 1.5, 0.5]
     assert DetectionAlphaSweep(model, given, lambda a: LVISEvaluatorStub()).alphas == [0.5, 1.5]
-    rows = {per_pass: tool.sweep_detection(cfg, model, "tools_lvis_val", given, str(tmp_path),
-                                           alphas_per_pass=per_pass)
-            for per_pass in (0, 1)}
+    rows = {per_pass: sweep_detection(
+        model, Trainer.build_test_loader(cfg, "tools_lvis_val"),
+        lambda folder: Trainer.build_evaluator(cfg, "tools_lvis_val", folder), given,
+        str(tmp_path), alphas_per_pass=per_pass, dataset="tools_lvis_val")
+        for per_pass in (0, 1)}
     assert rows[0] == rows[1] and [r["alpha"] for r in rows[0]] == [0.5, 1.5]
     # the inference passes log their progress, as Detectron2's inference does
     done = [m.split(": inference done ")[1].split(".")[0] for m in progress_log
@@ -271,7 +274,7 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
 def test_metric_is_checked_against_the_columns_of_the_sweep(tiny_detector):
     from detectron2.data import MetadataCatalog
 
-    tool = load_tool("sweep_alpha")
+    tool = alpha_sweep
     cfg = tiny_detector[0].clone()
     MetadataCatalog.get("sweep_metric_coco").set(evaluator_type="coco")
     lvis = ["tools_lvis_val"]
@@ -341,7 +344,7 @@ def test_the_printed_override_merges_into_train_nets_config(tmp_path):
     from tde_det.engine import setup
     from tde_det.evaluation.alpha_sweep import alpha_override
 
-    tool = load_tool("sweep_alpha")
+    tool = alpha_sweep
     args = default_argument_parser().parse_args([
         "--config-file", os.path.join(REPO, "configs", "lvis_cascade_tde.yaml"),
         "OUTPUT_DIR", str(tmp_path)])
@@ -356,7 +359,7 @@ def test_the_printed_override_merges_into_train_nets_config(tmp_path):
 
 
 def test_the_plot_marks_the_chosen_alpha_with_the_legend_off_the_curves():
-    tool = load_tool("sweep_alpha")
+    tool = alpha_sweep
     rows = [{"alpha": a, **{c: 20 + i - (a - 1.5) ** 2 for i, c in
                             enumerate(tool.DETECTION_COLUMNS)}} for a in (3, 0, 1.5, 0.5, 2)]
     best = {"alpha": 1.5, "segm/AP": 20.0}
@@ -407,3 +410,25 @@ def test_each_evaluators_log_is_labelled_with_its_alpha(tiny_detector, tmp_path)
         target.removeHandler(handler)
         target.setLevel(level)
         handler.close()
+
+
+def test_the_sweep_drives_the_model_without_changing_it(tiny_detector, monkeypatch):
+    """A sweep's pass sets no attribute of a box predictor (no method patched, no alpha or
+    test_tde switched and restored): the heads hand out each stage's z and B."""
+    from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
+
+    cfg, model = tiny_detector[:2]
+    assigned = []
+    original = TDEFastRCNNOutputLayers.__setattr__
+    monkeypatch.setattr(TDEFastRCNNOutputLayers, "__setattr__",
+                        lambda self, name, value: assigned.append(name)
+                        or original(self, name, value))
+    outputs = []
+
+    class Collects(LVISEvaluatorStub):
+        def process(self, inputs, out):
+            outputs.append(out)
+
+    sweep = DetectionAlphaSweep(model, ALPHAS, lambda a: Collects(), share_masks=False)
+    sweep.process(next(iter(Trainer.build_test_loader(cfg, "tools_lvis_val"))))
+    assert len(outputs) == len(ALPHAS) and set(assigned) <= {"_checked_direction"}, assigned

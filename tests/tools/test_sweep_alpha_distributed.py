@@ -10,11 +10,19 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.helpers.distributed import destroy_process_group, exit_worker, rendezvous
-from tests.helpers.tools import load_tool
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
 ALPHAS = [0.0, 1.0, 2.0]
+
+
+def _sweep(cfg, model, eval_workers: int = 1):
+    from tde_det.engine import Trainer
+    from tde_det.evaluation.detection_alpha_sweep import sweep_detection
+
+    return sweep_detection(model, Trainer.build_test_loader(cfg, "tools_lvis_val"),
+                           lambda folder: Trainer.build_evaluator(cfg, "tools_lvis_val", folder),
+                           ALPHAS, eval_workers=eval_workers, dataset="tools_lvis_val")
 
 
 def _worker(rank: int, store: str, config: str, weights: str, out_dir: str) -> None:
@@ -40,8 +48,7 @@ def _worker(rank: int, store: str, config: str, weights: str, out_dir: str) -> N
         images = []
         original = model.backbone.forward
         model.backbone.forward = lambda x: images.append(len(x)) or original(x)
-        rows = load_tool("sweep_alpha").sweep_detection(cfg, model, "tools_lvis_val", ALPHAS,
-                                                        "", eval_workers=2)
+        rows = _sweep(cfg, model, eval_workers=2)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"rows": rows, "images": sum(images)}, f)
     finally:
@@ -58,6 +65,6 @@ def test_two_processes_give_the_rows_of_one(tiny_detector, tmp_path):
              nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["images"] for r in ranks] == [2, 2]  # 4 validation images, split between them
-    one = load_tool("sweep_alpha").sweep_detection(cfg, model, "tools_lvis_val", ALPHAS, "")
+    one = _sweep(cfg, model)
     assert ranks[0]["rows"] == one and "segm/APr" in one[0]
     assert ranks[1]["rows"] == [{"alpha": a} for a in ALPHAS]  # only the first one evaluates

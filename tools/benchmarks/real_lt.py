@@ -91,8 +91,9 @@ def train_and_sweep(args, classifier: str, seed: int, alphas: List[float]) -> Di
     train_s = time.perf_counter() - t0
     model = trainer.model
     grid = alphas if has_tde(model.classifier.kind) else [0.0]
-    val, _ = sweep_classification_dataset(cfg, model, f"{name}_val", grid)
-    test, _ = sweep_classification_dataset(cfg, model, f"{name}_test", grid)
+    val, test = [sweep_classification_dataset(cfg, model, split, grid,
+                                              Trainer.build_test_loader(cfg, split))[0]
+                 for split in (f"{name}_val", f"{name}_test")]
     chosen = best_alpha(val, "top1")["alpha"]
     return {"classifier": classifier, "seed": seed, "train_seconds": train_s,
             "max_iter": cfg.SOLVER.MAX_ITER, "alpha_val": chosen,

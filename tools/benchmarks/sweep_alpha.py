@@ -167,7 +167,8 @@ def classification(work: str, images: int, repeats: int, device: str, eval_worke
         Trainer.test(cfg, model)
 
     return _measure(one, {"": lambda: sweep_classification_dataset(
-        cfg, model, "bench_fm_r10_test", ALPHAS)}, repeats)
+        cfg, model, "bench_fm_r10_test", ALPHAS,
+        Trainer.build_test_loader(cfg, "bench_fm_r10_test"))}, repeats)
 
 
 def _measure(one, sweeps, repeats: int):

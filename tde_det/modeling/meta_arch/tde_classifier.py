@@ -6,7 +6,7 @@ ablation). Training: softmax cross-entropy on eq. 7 logits, and the head-directi
 ``MODEL.TDE.TEST_TDE`` and alpha > 0, and always the plain eq. 7 logits, from one forward pass.
 """
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from torch import nn
 
 from tde_det.layers import HeadDirection, NormalizedClassifier
 from tde_det.layers.checks import check_has_tde, check_real
+from tde_det.layers.tde_math import tde_logits
 
 from ..tde_config_checks import check_tde_config
 
@@ -131,12 +132,21 @@ class TDEImageClassifier(nn.Module):
         return self.inference(x)
 
     @torch.no_grad()
+    def logits_and_tde_bias(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(z, B) of features ``x``: eq. 7 logits and the alpha-free term of eq. 8 (zeros for a
+        linear classifier), so that eq. 8 for any alpha is ``tde_logits(z, B, alpha)``."""
+        if self.classifier.kind == "linear":
+            total = self.classifier(x)
+            return total, torch.zeros_like(total)
+        return self.classifier.logits_and_tde_bias(x, self.head_direction.direction())
+
+    @torch.no_grad()
     def inference(self, x: torch.Tensor) -> List[Dict]:
         """Per image: eq. 8 logits (when TDE is applied) and eq. 7 logits, from features ``x``."""
-        plain = self.classifier(x)
+        plain, bias = self.logits_and_tde_bias(x)
         if self.applies_tde:
             self.head_direction.check_for_tde()
-            final = self.classifier.tde_logits(x, self.head_direction.direction(), self.alpha)
+            final = tde_logits(plain, bias, self.alpha)
         else:
             final = plain
         probs = F.softmax(final, dim=1)

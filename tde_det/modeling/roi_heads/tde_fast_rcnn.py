@@ -11,8 +11,8 @@ from detectron2.structures import Instances
 from torch import Tensor
 
 from tde_det.layers import HeadDirection, NormalizedClassifier, background_exempted_probs
-from tde_det.layers.checks import check_has_tde, check_real
-from tde_det.layers.tde_math import split_heads, unit_heads
+from tde_det.layers.checks import check_has_tde, check_real, has_tde
+from tde_det.layers.tde_math import split_heads, tde_logits, unit_heads
 
 from ..tde_config_checks import check_softmax_box_head, check_tde_config
 
@@ -23,8 +23,8 @@ class TDEClassLogits(NamedTuple):
     """Class outputs of :class:`TDEFastRCNNOutputLayers` in inference when TDE is applied.
 
     ``total``: eq. 7 logits z ([R, C+1], background last); ``bias``: the alpha-free term B of
-    eq. 8, so that TDE(z) = z - alpha * B. Keeping both lets ``predict_probs`` apply eq. 8 / 9
-    with the predictor's current ``alpha`` without another forward pass.
+    eq. 8, so that TDE(z) = z - alpha * B. Any alpha's probabilities follow from them
+    (:meth:`TDEFastRCNNOutputLayers.probs`) without another forward pass.
     """
 
     total: Tensor
@@ -41,9 +41,11 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
     - Training: ``forward(x, gt_classes)`` updates x_bar from the detached features of the
       foreground rows (0 <= gt_classes < C; background is C) before any loss, on every call
       (a collective when synchronised), and returns eq. 7 logits.
-    - Inference (``predict_probs``), per stage, exactly one softmax per term:
-      TDE and background exemption -> eq. 9, ``background_exempted_probs(z, z - alpha B)``;
-      TDE without exemption -> softmax(eq. 8); TDE off or alpha = 0 -> softmax(eq. 7).
+    - Inference: ``forward`` returns :class:`TDEClassLogits` (z and B) for a normalised
+      classifier; ``probs(z, B, alpha)`` gives the probabilities of any alpha, exactly one
+      softmax per term: with background exemption eq. 9, ``background_exempted_probs(z,
+      z - alpha B)``; without, softmax(eq. 8); alpha = 0 -> softmax(eq. 7). ``predict_probs``
+      uses it with ``alpha`` (0 when ``test_tde`` is off).
     """
 
     @configurable
@@ -138,7 +140,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         those given by :meth:`proposal_labels`).
 
         Returns (scores, proposal_deltas): scores are eq. 7 logits [R, C+1], or in inference
-        with TDE a :class:`TDEClassLogits` (eq. 7 logits and the TDE term).
+        with a normalised classifier a :class:`TDEClassLogits` (eq. 7 logits and the TDE term,
+        whatever ``test_tde`` and ``alpha``, so that any alpha can be scored from them).
         """
         if x.dim() > 2:
             x = torch.flatten(x, start_dim=1)
@@ -156,7 +159,7 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                 self._record_foreground_cos(x, gt_classes)
                 return scores, self.bbox_pred(x)
             self.update_head_direction(x, gt_classes)
-        if not self.training and self.applies_tde:
+        if not self.training and has_tde(self.cls_score.kind):
             # eq. 7 and the TDE term sharing the normalised features and weights
             scores = TDEClassLogits(*self.cls_score.logits_and_tde_bias(
                 x, self.head_direction.ema))
@@ -192,32 +195,36 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
             self.last_foreground_cos.copy_(torch.where(
                 n > 0, (cos * fg).sum() / n.clamp_min(1.0), torch.full_like(n, math.nan)))
 
-    def predict_probs(self, predictions: Tuple[Union[Tensor, TDEClassLogits], Tensor],
-                      proposals: List[Instances]):
-        """Per-image class probabilities [Ri, C+1]: eq. 9 (TDE with background exemption),
-        softmax of eq. 8 (TDE without), or softmax of eq. 7 (TDE off or alpha = 0).
+    def probs(self, total: Tensor, bias: Tensor, alpha: float) -> Tensor:
+        """[R, C+1] class probabilities with TDE at ``alpha`` from eq. 7 logits z and the TDE
+        term B (a :class:`TDEClassLogits`): eq. 9 with background exemption, else softmax of
+        eq. 8; alpha = 0: softmax of eq. 7. Depends on ``alpha`` only, not on the predictor's
+        ``alpha`` or ``test_tde``, so one forward pass scores many alphas (the alpha sweep).
 
-        With TDE applied, raises FloatingPointError if the head direction is not finite
+        With alpha > 0, raises FloatingPointError if the head direction is not finite
         (Detectron2's ``fast_rcnn_inference`` would silently drop the resulting NaN rows) and
         RuntimeError if it is zero (weights not trained with tde-det: eq. 8 would be eq. 7),
         as the image classifier does (``HeadDirection.check_for_tde``).
         """
+        if alpha == 0:
+            return torch.softmax(total, dim=-1)
+        tde = tde_logits(total, bias, alpha)
+        self._check_head_direction()
+        if self.background_exempted:
+            return background_exempted_probs(total, tde, bg_index=-1)
+        return torch.softmax(tde, dim=-1)
+
+    def predict_probs(self, predictions: Tuple[Union[Tensor, TDEClassLogits], Tensor],
+                      proposals: List[Instances]):
+        """Per-image class probabilities [Ri, C+1]: :meth:`probs` with ``alpha``, or with
+        alpha = 0 (eq. 7) when ``test_tde`` is off; softmax of the logits of a linear
+        classifier."""
         scores, _ = predictions
-        num_inst_per_image = [len(p) for p in proposals]
         if isinstance(scores, TDEClassLogits):
-            total, bias = scores
-            if not self.applies_tde:
-                probs = torch.softmax(total, dim=-1)
-            else:
-                self._check_head_direction()
-                tde = total - self.alpha * bias
-                if self.background_exempted:
-                    probs = background_exempted_probs(total, tde, bg_index=-1)
-                else:
-                    probs = torch.softmax(tde, dim=-1)
+            probs = self.probs(*scores, self.alpha if self.test_tde else 0.0)
         else:
             probs = torch.softmax(scores, dim=-1)
-        return probs.split(num_inst_per_image, dim=0)
+        return probs.split([len(p) for p in proposals], dim=0)
 
     def _check_head_direction(self) -> None:
         """Once per value of the head direction (the same tensor, same version counter): the

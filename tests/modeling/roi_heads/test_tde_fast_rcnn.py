@@ -70,13 +70,29 @@ def test_tde_off_gives_exactly_the_deconfound_scores(kw):
     expected = torch.softmax(ref.cls_score(x), dim=-1)
     pred = fixed(make(**kw))
     scores, _ = pred(x)
-    assert not isinstance(scores, TDEClassLogits)
+    assert isinstance(scores, TDEClassLogits)  # z and B, whatever test_tde and alpha
     assert torch.equal(probs(pred, x), expected)
     # Switching alpha off after the forward pass gives the same exact scores too.
     on = fixed(make(alpha=1.5))
     predictions = on(x)
     on.alpha = 0.0
     assert torch.equal(on.predict_probs(predictions, proposals_for(7))[0], expected)
+
+
+@pytest.mark.parametrize("exempted", [True, False])
+def test_probs_depend_on_the_given_alpha_only(exempted):
+    """probs(z, B, alpha) is what predict_probs gives with that alpha, whatever the
+    predictor's own alpha and test_tde, which it leaves as they were."""
+    x = torch.randn(5, 4)
+    pred = fixed(make(alpha=0.5, test_tde=False, background_exempted=exempted))
+    (scores, _), proposals = pred(x), proposals_for(5)
+    for alpha in (0.0, 1.5, 3.0):
+        got = pred.probs(*scores, alpha)
+        expected = fixed(make(alpha=alpha, background_exempted=exempted))
+        assert torch.equal(got, expected.predict_probs(expected(x), proposals)[0]), alpha
+    assert (pred.alpha, pred.test_tde) == (0.5, False)
+    with pytest.raises(ValueError, match="alpha"):
+        pred.probs(*scores, -1.0)
 
 
 def test_head_direction_ignores_background_proposals():
