@@ -17,8 +17,6 @@ from detectron2.engine.train_loop import TrainerBase
 from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils.events import get_event_storage
 
-from tde_det.layers import frozen_head_directions
-
 from . import classification_task, detection_task
 from .head_direction_hook import FiniteHeadDirections, HeadDirectionLogger, named_head_directions
 
@@ -30,19 +28,6 @@ def task_for(cfg: CfgNode) -> ModuleType:
     if cfg.MODEL.META_ARCHITECTURE in classification_task.META_ARCHITECTURES:
         return classification_task
     return detection_task
-
-
-class PreciseBNKeepingHeadDirections(hooks.PreciseBN):
-    """Detectron2's ``PreciseBN`` (``TEST.PRECISE_BN``), whose forward passes (training mode,
-    to recompute BatchNorm statistics; not training steps) leave every head direction x_bar
-    as training left it (:func:`~tde_det.layers.frozen_head_directions`). Detectron2's hook
-    would move x_bar by ``TEST.PRECISE_BN.NUM_ITER`` updates."""
-
-    def update_stats(self):
-        if self._disabled:
-            return
-        with frozen_head_directions(self._model):
-            super().update_stats()
 
 
 class Trainer(DefaultTrainer):
@@ -99,17 +84,12 @@ class Trainer(DefaultTrainer):
         The writer runs every 20 iterations and writes only the latest value of each scalar, so
         a ``MODEL.TDE.LOG_PERIOD`` below 20 would lose all but one head-direction log of each 20
         iterations from ``metrics.json``: the writer then runs every ``LOG_PERIOD`` iterations
-        (so does the console's line). Detectron2's ``PreciseBN`` hook becomes
-        :class:`PreciseBNKeepingHeadDirections`. Before the checkpointer and the evaluation,
+        (so does the console's line). Before the checkpointer and the evaluation,
         :class:`FiniteHeadDirections` stops training at a non-finite head direction. With
         ``TEST.AUG.ENABLED``, the model is also evaluated with test-time augmentation after
         training (:meth:`test_with_TTA`)."""
         check_test_time_augmentation(self.cfg)
         ret = super().build_hooks()
-        for i, h in enumerate(ret):  # Detectron2 0.6's attributes
-            if type(h) is hooks.PreciseBN and not h._disabled:
-                ret[i] = PreciseBNKeepingHeadDirections(h._period, h._model, h._data_loader,
-                                                        h._num_iter)
         directions = named_head_directions(self.model)
         if directions:  # before the checkpointer and evaluation see a non-finite x_bar
             at = next((i for i, h in enumerate(ret) if isinstance(h, (

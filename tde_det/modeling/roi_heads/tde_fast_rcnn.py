@@ -165,7 +165,6 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
             return scores, self.bbox_pred(x)
         return super().forward(x)
 
-    @torch.no_grad()
     def update_head_direction(self, x: Tensor, gt_classes: Tensor) -> None:
         """Assumption 1 from the foreground rows only: 0 <= gt_classes < C (background is C;
         the official ``label > 0`` mask dropped class 0 and let background in). Every call
