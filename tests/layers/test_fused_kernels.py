@@ -266,7 +266,7 @@ def test_the_update_rides_in_the_classifier_launch(route, grad, monkeypatch):
             for pred in (eager, fused):
                 scores, _ = pred(x.to(DEVICE).requires_grad_(grad), labels.to(DEVICE))
     assert ("Fused" in type(scores.grad_fn).__name__) if grad else scores.grad_fn is None
-    assert len(calls) == (0 if grad else 2)
+    assert not calls  # no update launch of its own: in the classifier's, or none
     assert bool(fused.head_direction.ema.norm() > 0) == grad
     torch.testing.assert_close(fused.head_direction.ema.cpu(), eager.head_direction.ema.cpu(),
                                rtol=2e-7, atol=0)
