@@ -18,7 +18,7 @@ from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils.events import get_event_storage
 
 from . import classification_task, detection_task
-from .head_direction_hook import FiniteHeadDirections, HeadDirectionLogger, named_head_directions
+from .head_direction_hook import FiniteHeadDirections, named_head_directions
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +79,10 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self) -> List[HookBase]:
         """Detectron2's hooks, with the task's hooks placed before the writer so that what they
-        put into the ``EventStorage`` is written in the same iteration.
-
-        The writer runs every 20 iterations and writes only the latest value of each scalar, so
-        a ``MODEL.TDE.LOG_PERIOD`` below 20 would lose all but one head-direction log of each 20
-        iterations from ``metrics.json``: the writer then runs every ``LOG_PERIOD`` iterations
-        (so does the console's line). Before the checkpointer and the evaluation,
-        :class:`FiniteHeadDirections` stops training at a non-finite head direction. With
-        ``TEST.AUG.ENABLED``, the model is also evaluated with test-time augmentation after
-        training (:meth:`test_with_TTA`)."""
+        put into the ``EventStorage`` is written in the same iteration. Before the checkpointer
+        and the evaluation, :class:`FiniteHeadDirections` stops training at a non-finite head
+        direction. With ``TEST.AUG.ENABLED``, the model is also evaluated with test-time
+        augmentation after training (:meth:`test_with_TTA`)."""
         check_test_time_augmentation(self.cfg)
         ret = super().build_hooks()
         directions = named_head_directions(self.model)
@@ -99,11 +94,6 @@ class Trainer(DefaultTrainer):
         writer_at = next(
             (i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret)
         )
-        periods = [h.period for h in extra if isinstance(h, HeadDirectionLogger)]
-        period = min(periods, default=0)
-        if writer_at < len(ret) and 0 < period < ret[writer_at]._period:
-            # Detectron2 0.6 keeps the period and the writers in these attributes
-            ret[writer_at] = hooks.PeriodicWriter(ret[writer_at]._writers, period=period)
         if self.cfg.TEST.AUG.ENABLED:  # after training, before the writer's last write
             extra = [*extra, hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model))]
         return ret[:writer_at] + list(extra) + ret[writer_at:]

@@ -1,6 +1,7 @@
 """Cascade Mask R-CNN ROI heads whose per-stage box predictors are de-confounded (TDE)."""
 from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads
+from detectron2.utils.events import get_event_storage
 
 from ..tde_config_checks import check_softmax_box_head
 from .tde_fast_rcnn import TDEFastRCNNOutputLayers
@@ -17,7 +18,8 @@ class TDECascadeROIHeads(CascadeROIHeads):
 
     The only other change: in training, ``_run_stage`` hands the stage's proposal labels to its
     predictor (Detectron2 passes only the box features), so that the predictor's head
-    direction is updated from foreground proposals only.
+    direction is updated from foreground proposals only, and runs it under the name scope
+    ``tde/stage{k}`` of the EventStorage, where the predictor puts its head-direction metrics.
     """
 
     @classmethod
@@ -36,5 +38,6 @@ class TDECascadeROIHeads(CascadeROIHeads):
             return super()._run_stage(features, proposals, stage)
         predictor = self.box_predictor[stage]
         gt_classes = cat([p.gt_classes for p in proposals], dim=0)
-        with predictor.proposal_labels(gt_classes):
+        with predictor.proposal_labels(gt_classes), \
+                get_event_storage().name_scope(f"tde/stage{stage}"):
             return super()._run_stage(features, proposals, stage)
