@@ -63,11 +63,8 @@ def _add_detection_config(cfg: CN) -> None:
     # Background-exempted inference (eq. 9); without it TDE hurts detection badly
     # (supplement Table 1, LVIS v0.5: 23.4 AP without vs 28.4 with).
     cfg.MODEL.TDE.BACKGROUND_EXEMPTED = True
-    # Every this many iterations the head-direction hook writes, per cascade stage, the EMA norm,
-    # the cosine between the current and the previously logged direction and the mean
-    # cos(x, d_hat) of the last batch's foreground features to the EventStorage
-    # ("tde/stage{k}/..."); 20 = Detectron2's PeriodicWriter period (a shorter one makes the
-    # writer run that often, so that metrics.json keeps every log). 0 disables the hook.
+    # Every this many iterations each box predictor puts its head-direction metrics
+    # ("tde/stage{k}/...") into the EventStorage and the console; 0: never.
     cfg.MODEL.TDE.LOG_PERIOD = 20
 
     # --- the user's own LVIS-format datasets (parallel lists, one entry per dataset) ---

@@ -21,10 +21,9 @@ from tde_det.data.detection import (
     check_lvis_api_fields,
 )
 from tde_det.evaluation.lvis_records import RecordsLVISEvaluator
-from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
 from .dataset_checks import check_config_splits
-from .head_direction_hook import HeadDirectionLogger
+from .head_direction_hook import HeadDirectionPrinter
 
 __all__ = ["build_train_loader", "build_test_loader", "build_evaluator", "build_hooks",
            "check_num_classes", "check_datasets", "untrained_frozen_backbone_warning"]
@@ -142,13 +141,9 @@ def untrained_frozen_backbone_warning(cfg: CfgNode) -> Optional[str]:
 
 
 def build_hooks(cfg: CfgNode, trainer) -> List[HookBase]:
-    """The head-direction logger, over every TDE box predictor of the model (cascade stage
-    order), unless ``MODEL.TDE.LOG_PERIOD`` is 0 or the model has none. Warns (once, at the
-    start of training) about a frozen backbone that was never loaded."""
+    """The console line of the head-direction metrics, unless ``MODEL.TDE.LOG_PERIOD`` is 0.
+    Warns (once, at the start of training) about a frozen backbone that was never loaded."""
     warning = untrained_frozen_backbone_warning(cfg)
     if warning:
         logger.warning(warning)
-    predictors = [m for m in trainer.model.modules() if isinstance(m, TDEFastRCNNOutputLayers)]
-    if cfg.MODEL.TDE.LOG_PERIOD <= 0 or not predictors:
-        return []
-    return [HeadDirectionLogger(predictors, cfg.MODEL.TDE.LOG_PERIOD)]
+    return [HeadDirectionPrinter()] if cfg.MODEL.TDE.LOG_PERIOD > 0 else []

@@ -1,79 +1,30 @@
-"""Logs the head direction (Assumption 1) of every TDE box predictor during training, and stops
-training when a head direction becomes non-finite."""
+"""Prints the head-direction metrics (Assumption 1) the TDE box predictors put during training,
+and stops training when a head direction becomes non-finite."""
 import logging
 import re
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 from detectron2.engine import HookBase
 
 from tde_det.layers import HeadDirection
-from tde_det.layers.tde_math import split_heads
 
-__all__ = ["FiniteHeadDirections", "HeadDirectionLogger", "named_head_directions"]
+__all__ = ["FiniteHeadDirections", "HeadDirectionPrinter", "named_head_directions"]
 
 logger = logging.getLogger(__name__)
 
 
-class HeadDirectionLogger(HookBase):
-    """Every ``period`` iterations (and at the last one), for each stage k, put into the
-    trainer's ``EventStorage``:
-
-    - ``tde/stage{k}/ema_norm``: ||x_bar|| (the decayed sum; it grows to ~ mean / (1 - mu));
-    - ``tde/stage{k}/direction_cos_prev``: mean over heads of cos(d_hat^k now, d_hat^k at the
-      previous log), i.e. how much the head direction still moves (absent while either is 0);
-    - ``tde/stage{k}/fg_cos``: mean over heads and foreground features of the last training
-      batch of cos(x^k, d_hat^k) (absent when that batch had no foreground proposal). The
-      predictors compute it only in the iterations that are logged (``record_foreground_cos``).
-
-    The same values are also logged to the console, one line per logged iteration (Detectron2's
-    console writer prints only losses, times and the learning rate).
-    """
-
-    def __init__(self, predictors: List[torch.nn.Module], period: int = 20):
-        if period <= 0:
-            raise ValueError(f"MODEL.TDE.LOG_PERIOD must be > 0 to log, got {period}")
-        self.predictors = list(predictors)
-        self.period = period
-        self._previous: List[Optional[torch.Tensor]] = [None] * len(self.predictors)
-
-    def before_train(self):
-        self._previous = [p.head_direction.direction().detach().clone() for p in self.predictors]
-
-    def _logs(self, it: int) -> bool:
-        return (it + 1) % self.period == 0 or it == self.trainer.max_iter - 1
-
-    def before_step(self):
-        # The predictors compute fg_cos only for the iterations that are logged.
-        record = self._logs(self.trainer.iter)
-        for predictor in self.predictors:
-            predictor.record_foreground_cos = record
-
-    def after_train(self):
-        for predictor in self.predictors:
-            predictor.record_foreground_cos = False
+class HeadDirectionPrinter(HookBase):
+    """After every iteration in which the TDE box predictors put their head-direction metrics
+    (``tde/stage{k}/...``, every ``MODEL.TDE.LOG_PERIOD`` iterations), one console line with
+    them: Detectron2's console writer prints only losses, times and the learning rate."""
 
     def after_step(self):
-        if not self._logs(self.trainer.iter):
-            return
         storage = self.trainer.storage
-        logged = []
-        for k, predictor in enumerate(self.predictors):
-            hd = predictor.head_direction
-            scalars = {"ema_norm": float(torch.linalg.vector_norm(hd.ema.double()))}
-            now = hd.direction().detach().clone()
-            prev = self._previous[k]
-            if prev is not None and bool(now.any()) and bool(prev.any()):
-                cos = (split_heads(now, hd.num_heads) * split_heads(prev.to(now), hd.num_heads))
-                scalars["direction_cos_prev"] = float(cos.sum(-1).mean())
-            self._previous[k] = now
-            fg_cos = float(predictor.last_foreground_cos)
-            if fg_cos == fg_cos:  # not NaN: the last batch had foreground proposals
-                scalars["fg_cos"] = fg_cos
-            for name, value in scalars.items():
-                storage.put_scalar(f"tde/stage{k}/{name}", value, smoothing_hint=False)
-                logged.append(f"tde/stage{k}/{name}: {value:.4g}")
-        logger.info(f"iter: {self.trainer.iter}  " + "  ".join(logged))
+        now = sorted((k, v) for k, (v, it) in storage.latest().items()
+                     if k.startswith("tde/") and it == storage.iter)
+        if now:
+            logger.info(f"iter: {storage.iter}  " + "  ".join(f"{k}: {v:.4g}" for k, v in now))
 
 
 def named_head_directions(model: torch.nn.Module) -> List[Tuple[str, HeadDirection]]:

@@ -23,10 +23,9 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 from tde_det.data import register_datasets_from_config
-from tde_det.layers import frozen_head_directions
 
 from . import classification_task, detection_task
-from .head_direction_hook import FiniteHeadDirections, HeadDirectionLogger, named_head_directions
+from .head_direction_hook import FiniteHeadDirections, named_head_directions
 
 logger = logging.getLogger(__name__)
 
@@ -36,19 +35,6 @@ def task_for(cfg: CfgNode) -> ModuleType:
     if cfg.MODEL.META_ARCHITECTURE in classification_task.META_ARCHITECTURES:
         return classification_task
     return detection_task
-
-
-class PreciseBNKeepingHeadDirections(hooks.PreciseBN):
-    """Detectron2's ``PreciseBN`` (``TEST.PRECISE_BN``), whose forward passes (training mode,
-    to recompute BatchNorm statistics; not training steps) leave every head direction x_bar
-    as training left it (:func:`~tde_det.layers.frozen_head_directions`). Detectron2's hook
-    would move x_bar by ``TEST.PRECISE_BN.NUM_ITER`` updates."""
-
-    def update_stats(self):
-        if self._disabled:
-            return
-        with frozen_head_directions(self._model):
-            super().update_stats()
 
 
 class Trainer(DefaultTrainer):
@@ -104,22 +90,12 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self) -> List[HookBase]:
         """Detectron2's hooks, with the task's hooks placed before the writer so that what they
-        put into the ``EventStorage`` is written in the same iteration.
-
-        The writer runs every 20 iterations and writes only the latest value of each scalar, so
-        a ``MODEL.TDE.LOG_PERIOD`` below 20 would lose all but one head-direction log of each 20
-        iterations from ``metrics.json``: the writer then runs every ``LOG_PERIOD`` iterations
-        (so does the console's line). Detectron2's ``PreciseBN`` hook becomes
-        :class:`PreciseBNKeepingHeadDirections`. Before the checkpointer and the evaluation,
-        :class:`FiniteHeadDirections` stops training at a non-finite head direction. With
-        ``TEST.AUG.ENABLED``, the model is also evaluated with test-time augmentation after
-        training (:meth:`test_with_TTA`)."""
+        put into the ``EventStorage`` is written in the same iteration. Before the checkpointer
+        and the evaluation, :class:`FiniteHeadDirections` stops training at a non-finite head
+        direction. With ``TEST.AUG.ENABLED``, the model is also evaluated with test-time
+        augmentation after training (:meth:`test_with_TTA`)."""
         check_test_time_augmentation(self.cfg)
         ret = super().build_hooks()
-        for i, h in enumerate(ret):  # Detectron2 0.6's attributes
-            if type(h) is hooks.PreciseBN and not h._disabled:
-                ret[i] = PreciseBNKeepingHeadDirections(h._period, h._model, h._data_loader,
-                                                        h._num_iter)
         directions = named_head_directions(self.model)
         if directions:  # before the checkpointer and evaluation see a non-finite x_bar
             at = next((i for i, h in enumerate(ret) if isinstance(h, (
@@ -129,11 +105,6 @@ class Trainer(DefaultTrainer):
         writer_at = next(
             (i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret)
         )
-        periods = [h.period for h in extra if isinstance(h, HeadDirectionLogger)]
-        period = min(periods, default=0)
-        if writer_at < len(ret) and 0 < period < ret[writer_at]._period:
-            # Detectron2 0.6 keeps the period and the writers in these attributes
-            ret[writer_at] = hooks.PeriodicWriter(ret[writer_at]._writers, period=period)
         if self.cfg.TEST.AUG.ENABLED:  # after training, before the writer's last write
             extra = [*extra, hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model))]
         return ret[:writer_at] + list(extra) + ret[writer_at:]

@@ -2,7 +2,7 @@
 Assumption 1 (:mod:`.tde_math`), the classifier and head-direction modules, their validation
 (:mod:`.checks`) and optional Triton kernels for training steps (:mod:`.fused`)."""
 from .checks import CLASSIFIER_KINDS, has_tde
-from .head_direction import HeadDirection, frozen_head_directions
+from .head_direction import HeadDirection
 from .normalized_classifier import NormalizedClassifier
 from .tde_math import background_exempted_probs
 
@@ -11,6 +11,5 @@ __all__ = [
     "HeadDirection",
     "NormalizedClassifier",
     "background_exempted_probs",
-    "frozen_head_directions",
     "has_tde",
 ]

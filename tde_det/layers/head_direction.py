@@ -1,6 +1,5 @@
 """The moving-average head direction x_bar of Assumption 1, as an nn.Module with a buffer."""
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -10,7 +9,7 @@ from .checks import check_mu, check_num_heads
 from .fused import HeadDirectionUpdate, kernels_for
 from .tde_math import head_norms, moving_sum_update_, row_sums, unit_heads
 
-__all__ = ["HeadDirection", "frozen_head_directions"]
+__all__ = ["HeadDirection"]
 
 
 class HeadDirection(nn.Module):
@@ -24,8 +23,9 @@ class HeadDirection(nn.Module):
     same x_bar. ``update`` is then a collective: every rank must call it, kept rows or not.
     With ``fused``, :meth:`update_from_labels` runs one Triton kernel on float32 CUDA features
     (two around the all-reduce when synchronised), and :meth:`kernel_update` hands the update
-    to the classifier's kernel launch instead. While ``frozen`` (see
-    :func:`frozen_head_directions`) no update changes x_bar; the inputs are still checked.
+    to the classifier's kernel launch instead. x_bar moves only in a training step: in training
+    mode with gradients enabled (not, e.g., in PreciseBN's ``no_grad`` passes); otherwise an
+    update only checks its inputs.
     """
 
     def __init__(self, dim: int, num_heads: int = 2, mu: float = 0.9, sync: bool = True,
@@ -37,7 +37,6 @@ class HeadDirection(nn.Module):
         self.mu = mu
         self.sync = bool(sync)
         self.fused = bool(fused)
-        self.frozen = False  # not saved: a state of the run, not of the model
         self.register_buffer("ema", torch.zeros(dim, dtype=torch.float32))
 
     @property
@@ -48,7 +47,6 @@ class HeadDirection(nn.Module):
     def mu(self, value: float) -> None:
         self._mu = check_mu(value)
 
-    @torch.no_grad()
     def update(self, features: Tensor, keep: Optional[Tensor] = None) -> None:
         """x_bar <- mu * x_bar + mean of the kept rows of ``features`` ([N, dim], detached).
 
@@ -56,7 +54,7 @@ class HeadDirection(nn.Module):
         (over all ranks when synced) leaves x_bar unchanged. No host sync.
         """
         self._check_features(features)
-        if self.frozen:
+        if not self.moves():
             return
         rows = features.detach()
         n = rows.shape[0]
@@ -74,14 +72,13 @@ class HeadDirection(nn.Module):
         moving_sum_update_(self.ema, total.to(self.ema.device), count.to(self.ema.device),
                            self._mu)
 
-    @torch.no_grad()
     def update_from_labels(self, features: Tensor, labels: Tensor, num_classes: int) -> None:
         """``update(features, keep=(0 <= labels) & (labels < num_classes))``: a detector's
         foreground proposals (background is ``num_classes``). With ``fused`` and CUDA features
         (float32, or float16/bfloat16 converted to it), in one Triton kernel (the mask
         included) instead of eleven; two around the all-reduce when synchronised."""
         self._check_labels(features, labels)
-        if self.frozen:
+        if not self.moves():
             return
         rows = features.detach()
         kernels = None
@@ -102,14 +99,18 @@ class HeadDirection(nn.Module):
         """The :meth:`update_from_labels` of these rows as ``(ema, labels, num_classes, mu)`` for
         the Triton kernels to do inside the classifier's launch (``NormalizedClassifier(x,
         update=)``), or None where they cannot: not ``fused``, features not float32 CUDA, or a
-        synchronised x_bar (its all-reduce must come between the sums and the update), or
-        ``frozen``. Checks the shapes of what it returns as :meth:`update_from_labels`; changes
-        nothing itself."""
-        if self.frozen or not self.fused or kernels_for(features, self.ema) is None \
+        synchronised x_bar (its all-reduce must come between the sums and the update), or not
+        a training step (:meth:`moves`). Checks the shapes of what it returns as
+        :meth:`update_from_labels`; changes nothing itself."""
+        if not self.moves() or not self.fused or kernels_for(features, self.ema) is None \
                 or self._syncing():
             return None  # (update_from_labels checks the shapes)
         self._check_labels(features, labels)
         return self.ema, labels.to(features.device), int(num_classes), self._mu
+
+    def moves(self) -> bool:
+        """Whether an update changes x_bar now: in training mode with gradients enabled."""
+        return self.training and torch.is_grad_enabled()
 
     def _check_features(self, features: Tensor) -> None:
         if features.dim() != 2 or features.shape[1] != self.dim:
@@ -156,19 +157,3 @@ class HeadDirection(nn.Module):
         return (f"dim={self.dim}, num_heads={self.num_heads}, mu={self.mu}, sync={self.sync}"
                 + (", fused=True" if self.fused else ""))
 
-
-@contextmanager
-def frozen_head_directions(module: nn.Module) -> Iterator[None]:
-    """Within the block, every :class:`HeadDirection` in ``module`` keeps its x_bar: forward
-    passes in training mode that are not training steps (e.g. Detectron2's PreciseBN, which
-    recomputes BatchNorm statistics) do not move Assumption 1's average. Each one's previous
-    ``frozen`` is restored after."""
-    directions = [m for m in module.modules() if isinstance(m, HeadDirection)]
-    saved = [d.frozen for d in directions]
-    for d in directions:
-        d.frozen = True
-    try:
-        yield
-    finally:
-        for d, frozen in zip(directions, saved):
-            d.frozen = frozen

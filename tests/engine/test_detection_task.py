@@ -1,4 +1,4 @@
-"""The detection task's evaluator choice, class-count check and head-direction logging hook."""
+"""The detection task's evaluator choice, class-count check and head-direction metrics."""
 import os
 import json
 import shutil
@@ -17,7 +17,6 @@ from tde_det import add_tde_config
 from tde_det.data.detection import register_lvis_dataset
 from tde_det.data.detection.synthetic import write_tiny_lvis
 from tde_det.engine import Trainer, detection_task
-from tde_det.engine.head_direction_hook import HeadDirectionLogger
 from tde_det.modeling.roi_heads import TDEFastRCNNOutputLayers
 
 
@@ -136,33 +135,23 @@ def test_empty_train_or_test_splits_name_the_key(tiny, tmp_path):
         detection_task.check_datasets(cfg, training=False)
 
 
-def test_hook_writes_per_stage_scalars(tmp_path):
-    predictors = [TDEFastRCNNOutputLayers(
-        ShapeSpec(channels=4), box2box_transform=Box2BoxTransform((10.0, 10, 5, 5)),
-        num_classes=2, cls_agnostic_bbox_reg=True, mu=0.5, sync_head_direction=False).train()
-        for _ in range(3)]
-    model = torch.nn.ModuleList(predictors)
-    trainer = SimpleNamespace(model=model, iter=0, max_iter=10)
+def test_predictors_put_per_stage_scalars_and_the_hook_prints_them(tmp_path, caplog):
     cfg = cfg_for(tmp_path)
     cfg.MODEL.TDE.LOG_PERIOD = 2
-    (hook,) = detection_task.build_hooks(cfg, trainer)
-    assert isinstance(hook, HeadDirectionLogger) and hook.predictors == predictors
-    hook.trainer = trainer
+    predictors = [TDEFastRCNNOutputLayers(
+        cfg, ShapeSpec(channels=4), box2box_transform=Box2BoxTransform((10.0, 10, 5, 5))).train()
+        for _ in range(3)]
+    (hook,) = detection_task.build_hooks(cfg, None)
     g = torch.Generator().manual_seed(0)
-    with EventStorage() as storage:
-        trainer.storage = storage
-        hook.before_train()
+    with EventStorage() as storage, caplog.at_level("INFO", "tde_det"):
+        hook.trainer = SimpleNamespace(storage=storage)
         for it in range(4):
-            storage.iter = trainer.iter = it
-            hook.before_step()
-            # fg_cos is computed only in the iterations that are logged (1 and 3).
-            assert all(p.record_foreground_cos == (it % 2 == 1) for p in predictors)
+            storage.iter = it
             for k, p in enumerate(predictors):
-                labels = torch.tensor([0, 1, 2]) if k < 2 else torch.tensor([2, 2, 2])
-                p(torch.rand(3, 4, generator=g) + 0.1, labels)
+                labels = torch.tensor([0, 1, 6]) if k < 2 else torch.tensor([6, 6, 6])
+                with storage.name_scope(f"tde/stage{k}"):  # as TDECascadeROIHeads
+                    p(torch.rand(3, 4, generator=g) + 0.1, labels)
             hook.after_step()
-        hook.after_train()
-        assert not any(p.record_foreground_cos for p in predictors)
         hist = storage.histories()
     for k in (0, 1):
         assert hist[f"tde/stage{k}/ema_norm"].latest() > 0
@@ -172,8 +161,11 @@ def test_hook_writes_per_stage_scalars(tmp_path):
     # Stage 2 never saw a foreground proposal: zero EMA, no cosines.
     assert hist["tde/stage2/ema_norm"].latest() == 0
     assert "tde/stage2/fg_cos" not in hist and "tde/stage2/direction_cos_prev" not in hist
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iter: ")]
+    assert len(lines) == 2 and lines[1].startswith("iter: 3  tde/stage0/direction_cos_prev: ")
+    assert lines[1].endswith("  tde/stage2/ema_norm: 0")
     cfg.MODEL.TDE.LOG_PERIOD = 0
-    assert detection_task.build_hooks(cfg, trainer) == []
+    assert detection_task.build_hooks(cfg, None) == []
 
 
 def test_repeat_factor_sampler_from_the_config(tiny, tmp_path):

@@ -138,27 +138,24 @@ def test_update_from_labels_keeps_the_foreground():
     assert torch.equal(by_labels.ema, torch.tensor([3.0, 4, 5, 6]))
 
 
-def test_frozen_head_directions_keep_x_bar_and_check_inputs():
-    from tde_det.layers import frozen_head_directions
-
+def test_x_bar_moves_only_in_a_training_step_and_inputs_are_still_checked():
+    """In eval mode or without gradients (e.g. PreciseBN's passes) no update changes x_bar."""
     model = torch.nn.ModuleDict({"a": HeadDirection(4, 2), "b": HeadDirection(4, 2, fused=True)})
     model["a"].update(torch.ones(2, 4))
-    model["b"].frozen = True  # frozen before the block: still frozen after it
     before = {k: hd.ema.clone() for k, hd in model.items()}
-    with frozen_head_directions(model):
-        for hd in model.values():
-            hd.update(torch.randn(3, 4))
-            hd.update_from_labels(torch.randn(3, 4), torch.tensor([0, 1, 2]), num_classes=3)
-            assert hd.kernel_update(torch.randn(3, 4), torch.tensor([0, 1, 2]), 3) is None
-            with pytest.raises(ValueError, match="shape"):
-                hd.update(torch.randn(3, 5))
-            with pytest.raises(ValueError, match="labels must have shape"):
-                hd.update_from_labels(torch.randn(3, 4), torch.tensor([0, 1]), num_classes=3)
+    for training, grad in ((True, False), (False, True)):
+        model.train(training)
+        with torch.set_grad_enabled(grad):
+            for hd in model.values():
+                assert not hd.moves()
+                hd.update(torch.randn(3, 4))
+                hd.update_from_labels(torch.randn(3, 4), torch.tensor([0, 1, 2]), num_classes=3)
+                assert hd.kernel_update(torch.randn(3, 4), torch.tensor([0, 1, 2]), 3) is None
+                with pytest.raises(ValueError, match="shape"):
+                    hd.update(torch.randn(3, 5))
+                with pytest.raises(ValueError, match="labels must have shape"):
+                    hd.update_from_labels(torch.randn(3, 4), torch.tensor([0, 1]), num_classes=3)
     assert all(torch.equal(model[k].ema, before[k]) for k in model)
-    assert (model["a"].frozen, model["b"].frozen) == (False, True)
-    with pytest.raises(RuntimeError, match="boom"):  # restored on an error too
-        with frozen_head_directions(model):
-            raise RuntimeError("boom")
-    assert model["a"].frozen is False
+    model.train()
     model["a"].update(torch.ones(2, 4))
     assert not torch.equal(model["a"].ema, before["a"])

@@ -259,19 +259,20 @@ def aten_ops(fn) -> int:
 
 def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[str, Dict]:
     """Where the TDE heads' extra training time goes: the step of the stock heads, of the TDE
-    heads (fg_cos not recorded, as in most iterations), of the TDE heads in an iteration whose
-    fg_cos the logging hook writes, and of the TDE heads with the head-direction update switched
+    heads (no metrics logged, as in most iterations), of the TDE heads in an iteration that
+    logs the head-direction metrics, and of the TDE heads with the head-direction update switched
     off (for this measurement only); medians of ``repeats`` interleaved steps, and the kernels
     one step launches on CUDA, or the ATen operators it runs on the CPU."""
     predictors = list(tde.box_predictor)
     opts = {id(h): torch.optim.SGD(h.parameters(), lr=0.0, momentum=0.9) for h in (stock, tde)}
 
     fused = predictors[0].cls_score.fused
+    log_period = predictors[0].log_period
 
     def tde_step(record_cos: bool, update: bool, use_fused: bool = fused):
         def step():
             for p in predictors:
-                p.record_foreground_cos = record_cos
+                p.log_period = 1 if record_cos else 0  # 1: every iteration logs
                 p.cls_score.fused = p.head_direction.fused = use_fused
                 if not update:  # both routes: its own call, or inside the classifier's launch
                     p.update_head_direction = lambda x, gt_classes: None
@@ -280,7 +281,7 @@ def training_breakdown(stock, tde, inputs, device: str, repeats: int) -> Dict[st
                 training_step(tde, inputs, opts[id(tde)])
             finally:
                 for p in predictors:
-                    p.record_foreground_cos = False
+                    p.log_period = log_period
                     p.cls_score.fused = p.head_direction.fused = fused
                     p.__dict__.pop("update_head_direction", None)
                     p.head_direction.__dict__.pop("kernel_update", None)

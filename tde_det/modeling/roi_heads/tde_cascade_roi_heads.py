@@ -6,6 +6,7 @@ from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Instances
+from detectron2.utils.events import get_event_storage
 
 from ..tde_config_checks import check_softmax_box_head
 from .tde_fast_rcnn import TDEClassLogits, TDEFastRCNNOutputLayers
@@ -25,8 +26,10 @@ class TDECascadeROIHeads(CascadeROIHeads):
 
     In training, ``_run_stage`` hands the stage's proposal labels to its predictor (Detectron2
     passes only the box features), so that the predictor's head direction is updated from
-    foreground proposals only. In inference, :meth:`forward_stages` and :meth:`detections`
-    score any alpha from one run of the box heads (the alpha sweep).
+    foreground proposals only, and runs it under the name scope ``tde/stage{k}`` of the
+    EventStorage, where the predictor puts its head-direction metrics. In inference,
+    :meth:`forward_stages` and :meth:`detections` score any alpha from one run of the box heads
+    (the alpha sweep).
     """
 
     _stages: Optional[List[Stage]] = None  # filled by _run_stage within forward_stages
@@ -50,7 +53,8 @@ class TDECascadeROIHeads(CascadeROIHeads):
             return predictions
         predictor = self.box_predictor[stage]
         gt_classes = cat([p.gt_classes for p in proposals], dim=0)
-        with predictor.proposal_labels(gt_classes):
+        with predictor.proposal_labels(gt_classes), \
+                get_event_storage().name_scope(f"tde/stage{stage}"):
             return super()._run_stage(features, proposals, stage)
 
     @torch.no_grad()

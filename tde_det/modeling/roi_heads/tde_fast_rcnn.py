@@ -1,6 +1,5 @@
 """The de-confounded box predictor of one cascade stage: eq. 7 in training, eq. 8 / eq. 9 in
 inference, and the stage's own head direction (Assumption 1) from its foreground proposals."""
-import math
 import weakref
 from typing import List, NamedTuple, Optional, Tuple, Union
 
@@ -8,6 +7,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Instances
+from detectron2.utils.events import get_event_storage
 from torch import Tensor
 
 from tde_det.layers import HeadDirection, NormalizedClassifier, background_exempted_probs
@@ -53,7 +53,7 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                  tau: float = 16.0, gamma: float = 1 / 32, feature_eps: float = 1e-9,
                  alpha: float = 1.5, test_tde: bool = True, background_exempted: bool = True,
                  mu: float = 0.9998, sync_head_direction: bool = True,
-                 fused_kernels: bool = False, **kwargs):
+                 fused_kernels: bool = False, log_period: int = 0, **kwargs):
         """
         Args:
             input_shape, kwargs: as ``FastRCNNOutputLayers`` (``box2box_transform``,
@@ -65,6 +65,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
             mu, sync_head_direction: decay of x_bar and whether it is averaged over processes.
             fused_kernels: Triton kernels for the classifier and the x_bar update in training
                 steps on float32 CUDA tensors (``MODEL.TDE.FUSED_KERNELS``).
+            log_period: every this many training iterations, put the head direction's
+                metrics into the EventStorage (``MODEL.TDE.LOG_PERIOD``; 0: never).
         """
         super().__init__(input_shape, **kwargs)
         in_features = self.cls_score.in_features
@@ -80,13 +82,11 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         self.test_tde = bool(test_tde)
         self.background_exempted = bool(background_exempted)
         self._pending_gt_classes: Optional[Tensor] = None
-        # Mean over heads of cos(x^k, d_hat^k) over the last training batch's foreground rows
-        # (NaN when it had none, or when not recorded); a tensor, read by the logging hook
-        # without a host sync here. Recorded only while ``record_foreground_cos`` is True: the
-        # logging hook sets it for the iterations it logs, so other steps skip its ~15 kernels.
-        self.register_buffer("last_foreground_cos", torch.tensor(math.nan), persistent=False)
-        self.record_foreground_cos = False
-        self._foreground_cos_recorded = False
+        if isinstance(log_period, bool) or not isinstance(log_period, int) or log_period < 0:
+            raise ValueError(f"MODEL.TDE.LOG_PERIOD must be an integer >= 0 (0: no logging), "
+                             f"got {log_period!r}")
+        self.log_period = log_period
+        self._logged_direction: Optional[Tensor] = None  # d_hat per head at the last log
         # (weak reference to the head direction's tensor, its version) when last checked
         self._checked_direction: Optional[Tuple[weakref.ref, int]] = None
 
@@ -111,7 +111,7 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                    gamma=tde.GAMMA, feature_eps=tde.FEATURE_EPS, alpha=tde.ALPHA,
                    test_tde=tde.TEST_TDE, background_exempted=tde.BACKGROUND_EXEMPTED,
                    mu=tde.MU, sync_head_direction=tde.SYNC_HEAD_DIRECTION,
-                   fused_kernels=tde.FUSED_KERNELS)
+                   fused_kernels=tde.FUSED_KERNELS, log_period=tde.LOG_PERIOD)
         return ret
 
     @property
@@ -155,45 +155,56 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                                    "proposal_labels(gt_classes)")
             update = self.head_direction.kernel_update(x, gt_classes, self.num_classes)
             if update is not None:  # x_bar updated inside the classifier's kernel launch
-                scores = self.cls_score(x, update=update)
-                self._record_foreground_cos(x, gt_classes)
-                return scores, self.bbox_pred(x)
-            self.update_head_direction(x, gt_classes)
-        if not self.training and has_tde(self.cls_score.kind):
+                outputs = self.cls_score(x, update=update), self.bbox_pred(x)
+            else:
+                self.update_head_direction(x, gt_classes)
+                outputs = super().forward(x)
+            self.put_head_direction_metrics(x, gt_classes)
+            return outputs
+        if has_tde(self.cls_score.kind):
             # eq. 7 and the TDE term sharing the normalised features and weights
             scores = TDEClassLogits(*self.cls_score.logits_and_tde_bias(
                 x, self.head_direction.ema))
             return scores, self.bbox_pred(x)
         return super().forward(x)
 
-    @torch.no_grad()
     def update_head_direction(self, x: Tensor, gt_classes: Tensor) -> None:
         """Assumption 1 from the foreground rows only: 0 <= gt_classes < C (background is C;
         the official ``label > 0`` mask dropped class 0 and let background in). Every call
         updates (a batch without foreground leaves x_bar unchanged), so that the collective
         of a synchronised x_bar is entered by every process."""
         self.head_direction.update_from_labels(x, gt_classes, self.num_classes)  # checks shapes
-        self._record_foreground_cos(x, gt_classes)
 
-    def _record_foreground_cos(self, x: Tensor, gt_classes: Tensor) -> None:
-        """``last_foreground_cos`` from the updated head direction, when the logging hook asks
-        for it (``record_foreground_cos``); else NaN."""
-        if not self.record_foreground_cos:
-            if self._foreground_cos_recorded:  # else it is NaN already: no kernel
-                self.last_foreground_cos.fill_(math.nan)
-                self._foreground_cos_recorded = False
+    def put_head_direction_metrics(self, x: Tensor, gt_classes: Tensor) -> None:
+        """In a training step of every ``log_period``-th iteration of a trainer, put into its
+        EventStorage (under the name scope, ``tde/stage{k}/`` in the cascade):
+
+        - ``ema_norm``: ||x_bar|| (a decayed sum: it grows to ~ mean / (1 - mu));
+        - ``direction_cos_prev``: mean over heads of cos(d_hat^k now, at the previous log): how
+          much the head direction still moves (absent at the first log or while d_hat is 0);
+        - ``fg_cos``: mean over heads and this batch's foreground rows of cos(x^k, d_hat^k)
+          (absent without foreground rows).
+        """
+        if self.log_period <= 0 or not self.head_direction.moves():
             return
-        self._foreground_cos_recorded = True
-        # cos(x^k, d_hat^k) per head, averaged over heads and foreground rows (for logging).
-        k = self.head_direction.num_heads
-        with torch.no_grad():
-            x_hat = split_heads(unit_heads(x.detach().float(), k), k)
-            d_hat = split_heads(self.head_direction.direction().to(x_hat), k)
-            cos = (x_hat * d_hat).sum(-1).mean(-1)
-            fg = ((gt_classes >= 0) & (gt_classes < self.num_classes)).to(cos)
-            n = fg.sum()
-            self.last_foreground_cos.copy_(torch.where(
-                n > 0, (cos * fg).sum() / n.clamp_min(1.0), torch.full_like(n, math.nan)))
+        try:
+            storage = get_event_storage()
+        except AssertionError:  # not inside a trainer's EventStorage
+            return
+        if (storage.iter + 1) % self.log_period:
+            return
+        hd, k = self.head_direction, self.head_direction.num_heads
+        d_hat = split_heads(hd.direction(), k)
+        scalars = {"ema_norm": torch.linalg.vector_norm(hd.ema.double())}
+        prev = self._logged_direction
+        if prev is not None and bool(d_hat.any()) and bool(prev.any()):
+            scalars["direction_cos_prev"] = (d_hat * prev.to(d_hat)).sum(-1).mean()
+        self._logged_direction = d_hat.clone()
+        fg = ((gt_classes >= 0) & (gt_classes < self.num_classes)).to(x.device)
+        if bool(fg.any()):
+            x_hat = split_heads(unit_heads(x.detach()[fg].float(), k), k)
+            scalars["fg_cos"] = (x_hat * d_hat.to(x_hat)).sum(-1).mean()
+        storage.put_scalars(**scalars, smoothing_hint=False)
 
     def probs(self, total: Tensor, bias: Tensor, alpha: float) -> Tensor:
         """[R, C+1] class probabilities with TDE at ``alpha`` from eq. 7 logits z and the TDE

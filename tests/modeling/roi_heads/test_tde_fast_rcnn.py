@@ -7,6 +7,7 @@ import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 from tde_det.layers.checks import tde_undefined
 from tde_det.modeling.roi_heads import TDEClassLogits, TDEFastRCNNOutputLayers
@@ -118,31 +119,34 @@ def test_head_direction_ignores_background_proposals():
     assert torch.equal(pred.head_direction.ema, before)
 
 
-def test_labels_from_context_and_foreground_cos():
-    pred = make().train()
-    assert not pred.record_foreground_cos  # the logging hook asks for it when it logs
-    pred.record_foreground_cos = True
+def test_labels_from_context_and_the_logged_foreground_cos():
+    pred = make(log_period=2).train()
     x = torch.tensor([[1.0, 0, 2, 0], [0.0, 1, 0, 1], [5.0, 5, 5, 5]])
-    with pred.proposal_labels(torch.tensor([1, 2, 3])):
-        pred(x)
-    torch.testing.assert_close(pred.head_direction.ema, x[:2].mean(0))
+    with EventStorage() as storage:
+        with pred.proposal_labels(torch.tensor([1, 2, 3])):
+            pred(x)  # iteration 0: no log
+        assert not storage.latest()
+        storage.iter = 1
+        pred(x, torch.tensor([1, 2, 3]))
+        latest = storage.latest()
+    torch.testing.assert_close(pred.head_direction.ema, 0.9 * x[:2].mean(0) + x[:2].mean(0))
     d = pred.head_direction.direction().view(2, 2)
     xh = torch.nn.functional.normalize(x[:2].view(2, 2, 2), dim=-1)
-    torch.testing.assert_close(pred.last_foreground_cos, (xh * d).sum(-1).mean())
-    pred(x[2:], torch.tensor([3]))
-    assert math.isnan(float(pred.last_foreground_cos))
-    pred(x, torch.tensor([1, 2, 3]))
-    pred.record_foreground_cos = False
-    pred(x, torch.tensor([1, 2, 3]))  # not recorded: NaN, never a stale value
-    assert math.isnan(float(pred.last_foreground_cos))
+    assert latest["fg_cos"] == (pytest.approx(float((xh * d).sum(-1).mean())), 1)
+    assert latest["ema_norm"][0] == pytest.approx(float(pred.head_direction.ema.norm()))
+    assert "direction_cos_prev" not in latest  # the first log
+    with EventStorage(start_iter=3) as storage:
+        pred(x[2:], torch.tensor([3]))  # background only: no fg_cos
+        assert set(storage.latest()) == {"ema_norm", "direction_cos_prev"}
     with pytest.raises(RuntimeError, match="gt_classes"):
         pred(x)  # training without labels
+    with pytest.raises(ValueError, match="MODEL.TDE.LOG_PERIOD must be an integer >= 0"):
+        make(log_period=-1)
 
 
 def test_head_direction_is_a_checkpointed_buffer_and_not_updated_in_eval():
     pred = make()
     assert "head_direction.ema" in pred.state_dict()
-    assert "last_foreground_cos" not in pred.state_dict()
     pred.eval()(torch.randn(3, 4))
     assert not pred.head_direction.ema.any()
 
