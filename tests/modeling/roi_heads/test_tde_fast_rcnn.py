@@ -1,5 +1,4 @@
 """The de-confounded box predictor of one cascade stage, built from explicit arguments."""
-import math
 import re
 
 import pytest
