@@ -3,9 +3,7 @@ attributes tde-det relies on. Detectron2 0.6 and main both have them; a Detectro
 reshapes one fails here, by name, instead of deep inside a training run."""
 import inspect
 
-import torch
 from detectron2.data import build
-from detectron2.engine import hooks
 from detectron2.evaluation import LVISEvaluator
 from detectron2.modeling.roi_heads import CascadeROIHeads
 
@@ -27,15 +25,6 @@ def test_functions_and_methods_tde_det_calls_or_overrides():
     # RecordsLVISEvaluator overrides the evaluation of the gathered predictions
     assert _params(LVISEvaluator._eval_predictions) == ["self", "predictions"]
     assert _params(LVISEvaluator._tasks_from_predictions) == ["self", "predictions"]
-
-
-def test_hook_attributes_the_trainer_reads():
-    model = torch.nn.Sequential(torch.nn.BatchNorm1d(2))
-    precise_bn = hooks.PreciseBN(5, model, [], 3)
-    assert (precise_bn._period, precise_bn._model, precise_bn._num_iter) == (5, model, 3)
-    assert precise_bn._data_loader == [] and precise_bn._disabled is False
-    writer = hooks.PeriodicWriter([], period=7)
-    assert writer._writers == [] and writer._period == 7
 
 
 def test_lvis_evaluator_attributes_the_records_evaluator_reads(tmp_path):
