@@ -54,7 +54,15 @@ class Trainer(DefaultTrainer):
         """Detectron2's, which also takes the trainer state that Detectron2 0.6 saved when a
         later Detectron2 runs: 0.6 kept the iteration and the hooks' states (the LR scheduler's)
         but not the optimizer's, which later versions expect in "_trainer" (a bare KeyError).
-        The optimizer then starts afresh, as it did on every resume under 0.6, with a warning."""
+        The optimizer then starts afresh, as it did on every resume under 0.6, with a warning;
+        so it does when its saved state does not fit the parameters (a model changed on purpose,
+        ``RESUME_ALLOW_MODEL_CHANGE``)."""
+        inner = state_dict.get("_trainer")
+        if inner is not None and not _optimizer_state_fits(self.optimizer, inner.get("optimizer")):
+            logger.warning("The checkpoint's optimizer state (momentum buffers) does not fit the "
+                           "model's parameters (a changed model): it starts afresh")
+            state_dict = dict(state_dict, _trainer=dict(inner,
+                                                        optimizer=self.optimizer.state_dict()))
         if "_trainer" in state_dict or "state_dict" not in vars(DefaultTrainer):
             super().load_state_dict(state_dict)
             return
@@ -142,6 +150,24 @@ class Trainer(DefaultTrainer):
                       for name in cfg.DATASETS.TEST]
         results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
         return OrderedDict((task + "_TTA", metrics) for task, metrics in results.items())
+
+
+def _optimizer_state_fits(optimizer, saved: Optional[Dict]) -> bool:
+    """Whether an optimizer ``state_dict`` can be loaded into ``optimizer``: the same parameter
+    groups and sizes, every saved per-parameter tensor of its parameter's shape."""
+    if saved is None:
+        return True
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sizes = [len(g["params"]) for g in saved.get("param_groups", [])]
+    if sizes != [len(g["params"]) for g in optimizer.param_groups]:
+        return False
+    for index, state in saved.get("state", {}).items():
+        if not 0 <= int(index) < len(params):
+            return False
+        for value in state.values():
+            if hasattr(value, "shape") and value.dim() > 0 and value.shape != params[index].shape:
+                return False
+    return True
 
 
 def write_eval_only_metrics(output_dir: str, results: Dict, model) -> None:

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from detectron2.engine import DefaultTrainer
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 
@@ -246,3 +247,5 @@ def test_resume_refuses_a_changed_model_before_overwriting_its_config(trained, t
     assert "--resume with a changed model (RESUME_ALLOW_MODEL_CHANGE): " \
            "MODEL.ROI_BOX_HEAD.FC_DIM: 64 -> 32" in log
     assert "Starting training from iteration 4" in log
+    if "state_dict" in vars(DefaultTrainer):  # a Detectron2 that saves the optimizer's state
+        assert "optimizer state (momentum buffers) does not fit the model's parameters" in log
