@@ -2,7 +2,6 @@
 direction TDE will use came with them."""
 from typing import Iterable, List, Optional, Tuple
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
@@ -29,13 +28,14 @@ def check_head_directions_for_tde(model: nn.Module, weights: str,
     the buffers, if a head direction that TDE (eq. 8) will use is zero (``missing``: the keys
     the checkpoint lacked, named as such) or not finite. Eq. 8 with a zero x_bar is eq. 7, so
     the results would be the TDE-off ones under TDE's name; the rule is
-    ``HeadDirection.check_for_tde``'s, checked here before any image is read."""
+    ``HeadDirection.tde_problem``, checked here before any image is read."""
     missing = set(missing)
     absent, zero, not_finite = [], [], []
     for name, direction in _tde_head_directions(model):
-        if not bool(torch.isfinite(direction.ema).all()):
+        problem = direction.tde_problem()
+        if problem == "not finite":
             not_finite.append(name)
-        elif not bool(direction.ema.any()):
+        elif problem == "zero":
             (absent if name in missing or not weights else zero).append(name)
     if not_finite:
         raise FloatingPointError(

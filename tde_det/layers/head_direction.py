@@ -127,18 +127,24 @@ class HeadDirection(nn.Module):
         return self.sync and dist.is_available() and dist.is_initialized() \
             and dist.get_world_size() > 1
 
+    def tde_problem(self) -> Optional[str]:
+        """Why x_bar cannot be used by TDE (eq. 8): "not finite", "zero" (eq. 8 would silently
+        be eq. 7), or None. One host sync. The rule for every model that applies TDE."""
+        finite, nonzero = torch.stack([torch.isfinite(self.ema).all(),
+                                       self.ema.ne(0).any()]).tolist()
+        return "not finite" if not finite else None if nonzero else "zero"
+
     def check_for_tde(self, buffer: str = "'head_direction.ema'") -> None:
-        """Raise unless x_bar can be used by TDE (eq. 8): FloatingPointError if it is not
-        finite, RuntimeError if it is zero (eq. 8 would silently be eq. 7). ``buffer`` names
-        x_bar in the messages. One host sync. The rule for every model that applies TDE."""
-        finite, nonzero = torch.stack([torch.isfinite(self.ema).all(), self.ema.ne(0).any()])
-        if not bool(finite):
+        """Raise unless x_bar can be used by TDE (:meth:`tde_problem`): FloatingPointError if
+        it is not finite, RuntimeError if it is zero. ``buffer`` names x_bar in the messages."""
+        problem = self.tde_problem()
+        if problem == "not finite":
             raise FloatingPointError(
                 f"the head direction (EMA x_bar, buffer {buffer}) is not finite, so TDE "
                 f"(eq. 8) would give NaN scores: the checkpoint (MODEL.WEIGHTS) or its training "
                 f"diverged. Evaluate eq. 7 only (MODEL.TDE.TEST_TDE False) or use another "
                 f"checkpoint")
-        if not bool(nonzero):
+        if problem == "zero":
             raise RuntimeError(
                 f"the head direction (buffer {buffer}) is zero: the weights (MODEL.WEIGHTS) "
                 f"were not trained with tde-det (e.g. a plain Detectron2 checkpoint), or "
