@@ -106,7 +106,8 @@ def test_a_repeated_alpha_is_evaluated_and_reported_once(tiny_detector, tmp_path
     finally:
         for p in predictors:
             p.alpha = 1.5
-    assert rows[0][0]["segm/AP"] != rows[0][1]["segm/AP"]  # alpha matters here
+    # alpha matters here (which metric moves depends on how the tiny detector trained)
+    assert any(rows[0][0][k] != rows[0][1][k] for k in rows[0][0] if k != "alpha")
 
 
 class LVISEvaluatorStub:
