@@ -117,21 +117,27 @@ class EvaluatorsSharingGroundTruth:
     Trainer.build_evaluator(cfg, dataset_name, folder)``); if it is a
     :class:`~tde_det.evaluation.RecordsLVISEvaluator`, every later one shares its ground truth
     (:meth:`~tde_det.evaluation.RecordsLVISEvaluator.sharing_ground_truth`), else ``build`` is
-    called again. ``folder_of(alpha)``: each alpha's output folder ("": no files). Use one
-    for all the passes over a dataset."""
+    called again. ``folder_of(alpha)``: each alpha's output folder ("": no files).
+    ``per_class_of(alpha)``: an LVIS evaluator's folder for its per-class AP files, also when
+    ``folder_of`` gives "" (None: ``folder_of``'s). Use one for all the passes over a
+    dataset."""
 
     def __init__(self, build: Callable[[str], object],
-                 folder_of: Callable[[float], str] = lambda alpha: ""):
-        self._build, self._folder_of = build, folder_of
+                 folder_of: Callable[[float], str] = lambda alpha: "",
+                 per_class_of: Optional[Callable[[float], str]] = None):
+        self._build, self._folder_of, self._per_class_of = build, folder_of, per_class_of
         self._template: Optional[RecordsLVISEvaluator] = None  # holds no predictions
 
     def __call__(self, alpha: float):
         folder = self._folder_of(alpha)
+        per_class = None if self._per_class_of is None else self._per_class_of(alpha)
         if self._template is not None:
-            return self._template.sharing_ground_truth(folder)
+            return self._template.sharing_ground_truth(folder, per_class)
         evaluator = self._build(folder)
         if isinstance(evaluator, RecordsLVISEvaluator):
-            self._template = evaluator.sharing_ground_truth("")
+            self._template = evaluator.sharing_ground_truth("", "")
+            if per_class is not None:
+                evaluator = self._template.sharing_ground_truth(folder, per_class)
         return evaluator
 
 
@@ -251,8 +257,10 @@ def sweep_detection(model: GeneralizedRCNN, data_loader: Iterable,
     alphas (0: all in one pass), whose evaluators hold their predictions until that pass is
     evaluated: fewer alphas per pass, less memory, more passes. ``build_evaluator(folder)``:
     the dataset's evaluator (e.g. ``Trainer.build_evaluator(cfg, dataset, folder)``), built
-    once and then shared (:class:`EvaluatorsSharingGroundTruth`). ``save_predictions``: each
-    alpha's evaluator writes its files to ``output/alpha_<alpha>``; otherwise none.
+    once and then shared (:class:`EvaluatorsSharingGroundTruth`). An LVIS evaluator
+    writes each alpha's per-class AP files to ``output/alpha_<alpha>`` (none when ``output`` is
+    ""); with ``save_predictions`` each alpha's evaluator also writes its predictions there, as
+    ``--eval-only`` does.
     ``share_masks``, ``eval_workers``: see :class:`DetectionAlphaSweep`. ``dataset``: the
     split's name, for the log."""
     if alphas_per_pass < 0:
@@ -263,7 +271,8 @@ def sweep_detection(model: GeneralizedRCNN, data_loader: Iterable,
     passes = [alphas[i:i + per_pass] for i in range(0, len(alphas), per_pass)]
     make_evaluator = EvaluatorsSharingGroundTruth(  # one parse of the json for all passes
         build_evaluator,
-        lambda a: os.path.join(output, f"alpha_{a:g}") if save_predictions else "")
+        lambda a: os.path.join(output, f"alpha_{a:g}") if save_predictions else "",
+        lambda a: os.path.join(output, f"alpha_{a:g}") if output else "")
     rows = []
     for n, chunk in enumerate(passes, 1):
         of = f", pass {n} of {len(passes)}" if len(passes) > 1 else ""

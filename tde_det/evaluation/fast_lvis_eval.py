@@ -25,6 +25,11 @@ and replaces the two loops over everything:
 LVIS API's list with ``None`` for the empty pairs; each per-image result is the dict the LVIS API
 makes, with the same values. The precision and recall arrays, and so every metric, are equal to
 the LVIS API's (``tests/evaluation/test_fast_lvis_eval.py`` compares them on random data).
+
+AP-fixed's protocol (no per-image limit: ``LVISResults(..., max_dets=-1)`` and ``params.max_dets
+= -1``) needs nothing more: the limit is ``LVISResults``'s, and the LVIS API reads
+``params.max_dets`` only in ``summarize`` and ``print_results`` (the "AR@-1" names), which this
+class inherits; equal to the LVIS API there too (tested with more than 300 detections per image).
 """
 import datetime
 from typing import Dict, List, Sequence, Tuple

@@ -31,17 +31,20 @@ import copy
 import json
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from detectron2.evaluation import LVISEvaluator
+from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 from lvis import LVIS, LVISEval, LVISResults
 
 from .fast_lvis_eval import FastLVISEval
+from .per_class_ap import per_class_ap, write_per_class_ap
 
-__all__ = ["LVIS_METRICS", "RecordsLVISEvaluator", "evaluate_lvis_records", "lvis_results",
-           "run_lvis_evaluation", "without_annotation_list"]
+__all__ = ["LVIS_METRICS", "RecordsLVISEvaluator", "evaluate_lvis_records",
+           "lvis_metrics_and_evaluation", "lvis_results", "run_lvis_evaluation",
+           "without_annotation_list"]
 
 # what Detectron2's LVISEvaluator reports per task, in this order
 LVIS_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
@@ -78,31 +81,44 @@ def lvis_results(ground_truth: LVIS, records: List[Dict], iou_type: str,
 def run_lvis_evaluation(ground_truth: LVIS, records: List[Dict], iou_type: str, max_dets: int,
                         fast: bool = True) -> LVISEval:
     """The LVIS evaluation of ``records`` (non-empty; json category ids; not modified) for the
-    task ``iou_type``, run (``eval`` and ``results`` filled): :class:`FastLVISEval` if
-    ``fast``, else the LVIS API's ``LVISEval`` (the same numbers)."""
+    task ``iou_type``, at most ``max_dets`` per image (-1: no limit, AP-fixed's protocol), run
+    (``eval`` and ``results`` filled): :class:`FastLVISEval` if ``fast``, else the LVIS API's
+    ``LVISEval`` (the same numbers). ``params.max_dets`` is ``max_dets``: the LVIS API reads it
+    only to name and print the recall metrics ("AR@-1")."""
     evaluation = (FastLVISEval if fast else LVISEval)(
         ground_truth, lvis_results(ground_truth, records, iou_type, max_dets), iou_type)
+    evaluation.params.max_dets = max_dets
     evaluation.run()
     return evaluation
+
+
+def lvis_metrics_and_evaluation(ground_truth: LVIS, records: List[Dict], iou_type: str,
+                                max_dets: Optional[int] = None, fast: bool = True
+                                ) -> Tuple[Dict[str, float], Optional[LVISEval]]:
+    """:func:`evaluate_lvis_records`'s metrics and the run evaluation they come from (its
+    precision array gives :func:`~tde_det.evaluation.per_class_ap.per_class_ap`); None for the
+    evaluation when there are no records."""
+    if not records:
+        logger.warning("No predictions from the model! Every %s metric is NaN.", iou_type)
+        return {m: float("nan") for m in LVIS_METRICS}, None
+    max_dets = 300 if max_dets is None else max_dets
+    limit = "no limit" if max_dets < 0 else max_dets
+    logger.info(f"Evaluating {iou_type} with max detections per image = {limit}")
+    evaluation = run_lvis_evaluation(ground_truth, records, iou_type, max_dets, fast)
+    evaluation.print_results()
+    metrics = {m: float(evaluation.get_results()[m] * 100) for m in LVIS_METRICS}
+    logger.info(f"Evaluation results for {iou_type}: \n" + create_small_table(metrics))
+    return metrics, evaluation
 
 
 def evaluate_lvis_records(ground_truth: LVIS, records: List[Dict], iou_type: str,
                           max_dets: Optional[int] = None, fast: bool = True) -> Dict[str, float]:
     """Detectron2's LVIS metrics (:data:`LVIS_METRICS`, in %) of ``records`` (LVIS-format
     detections with the json's category ids; not modified) for the task ``iou_type`` ("bbox"
-    or "segm"), at most ``max_dets`` per image (None: LVIS's 300). ``fast``:
+    or "segm"), at most ``max_dets`` per image (None: LVIS's 300; -1: no limit). ``fast``:
     :class:`FastLVISEval`, else the LVIS API's ``LVISEval`` (the same numbers). NaN for every
     metric when there are no records, with a warning, as Detectron2."""
-    if not records:
-        logger.warning("No predictions from the model! Every %s metric is NaN.", iou_type)
-        return {m: float("nan") for m in LVIS_METRICS}
-    max_dets = 300 if max_dets is None else max_dets
-    logger.info(f"Evaluating {iou_type} with max detections per image = {max_dets}")
-    evaluation = run_lvis_evaluation(ground_truth, records, iou_type, max_dets, fast)
-    evaluation.print_results()
-    metrics = {m: float(evaluation.get_results()[m] * 100) for m in LVIS_METRICS}
-    logger.info(f"Evaluation results for {iou_type}: \n" + create_small_table(metrics))
-    return metrics
+    return lvis_metrics_and_evaluation(ground_truth, records, iou_type, max_dets, fast)[0]
 
 
 class RecordsLVISEvaluator(LVISEvaluator):
@@ -110,11 +126,24 @@ class RecordsLVISEvaluator(LVISEvaluator):
     :meth:`process_records`, :meth:`sharing_ground_truth` and :meth:`dataset_records`.
     ``fast_eval`` (config ``TEST.FAST_LVIS_EVAL``): evaluate with :class:`FastLVISEval`, else
     with the LVIS API's ``LVISEval``. The records it holds and saves are never modified, so it
-    can evaluate them again."""
+    can evaluate them again.
 
-    def __init__(self, *args, fast_eval: bool = True, **kwargs):
+    Each evaluated task also writes its per-class AP (``per_class_<task>.{csv,json,png}``,
+    :mod:`~tde_det.evaluation.per_class_ap`) to ``per_class_dir``: None (default) for
+    ``output_dir``, "" for no files; it may name a folder while ``output_dir`` is "" (no
+    predictions saved). The rows are kept as ``per_class_rows[task]`` after ``evaluate``."""
+
+    def __init__(self, *args, fast_eval: bool = True, per_class_dir: Optional[str] = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self._fast_eval = fast_eval
+        self._per_class_dir = per_class_dir
+        self.per_class_rows: Dict[str, List[Dict]] = {}
+
+    @property
+    def per_class_dir(self) -> str:
+        """Where the per-class files go ("": nowhere)."""
+        return (self._output_dir or "") if self._per_class_dir is None else self._per_class_dir
 
     def _eval_predictions(self, predictions: List[Dict]) -> None:
         # Detectron2 0.6's step after saving instances_predictions.pth, on new records
@@ -130,9 +159,16 @@ class RecordsLVISEvaluator(LVISEvaluator):
             self._logger.info("Annotations are not available for evaluation.")
             return
         self._logger.info("Evaluating predictions ...")
+        self.per_class_rows = {}
         for task in sorted(tasks):
-            self._results[task] = evaluate_lvis_records(
+            self._results[task], evaluation = lvis_metrics_and_evaluation(
                 self._lvis_api, records, task, self._max_dets_per_image, self._fast_eval)
+            if evaluation is None:
+                self._logger.warning(f"No per-class {task} AP: there are no detections")
+                continue
+            self.per_class_rows[task] = per_class_ap(evaluation)
+            if self.per_class_dir and comm.is_main_process():
+                write_per_class_ap(self.per_class_rows[task], self.per_class_dir, task)
 
     def process_records(self, inputs: List[Dict], records: List[List[Dict]]) -> None:
         """As ``process(inputs, outputs)`` for outputs whose instances
@@ -167,11 +203,15 @@ class RecordsLVISEvaluator(LVISEvaluator):
         category ids: what ``evaluate`` evaluates, in new dicts."""
         return self._json_records(self._predictions)
 
-    def sharing_ground_truth(self, output_dir: Optional[str] = None) -> "RecordsLVISEvaluator":
+    def sharing_ground_truth(self, output_dir: Optional[str] = None,
+                             per_class_dir: Optional[str] = None) -> "RecordsLVISEvaluator":
         """A new evaluator of the same dataset, tasks and settings, with no predictions and its
-        own ``output_dir`` ("" or None: it writes no files), that shares this one's ground truth
-        (the LVIS API object) instead of parsing the json again."""
+        own ``output_dir`` ("" or None: it writes no predictions) and ``per_class_dir`` (None:
+        ``output_dir``; "": no per-class files), that shares this one's ground truth (the LVIS
+        API object) instead of parsing the json again."""
         twin = copy.copy(self)  # Detectron2 0.6's attributes, the LVIS API object shared
         twin._output_dir = output_dir
+        twin._per_class_dir = per_class_dir
+        twin.per_class_rows = {}
         twin.reset()
         return twin

@@ -1,6 +1,7 @@
 """tools/train_net.py end to end on a tiny LVIS-format dataset with a tiny TDE Cascade Mask
 R-CNN (CPU): training, checkpointed head directions, eval-only with the LVIS evaluator, TDE
 switched off at test time, and --resume."""
+import csv
 import json
 import math
 import os
@@ -106,6 +107,21 @@ def test_eval_only_reports_every_lvis_metric(trained):
         assert all(math.isfinite(v) and (0 <= v <= 100 or v == -100)
                    for v in results[task].values()), results
         assert 0 <= results[task]["AP"] <= 100 and 0 <= results[task]["APf"] <= 100
+    # per task, the per-class AP files beside the predictions, whose rows give the headline
+    folder = os.path.join(out + "_eval", "inference")
+    categories = sorted(json.load(open(paths["val"]))["categories"], key=lambda c: c["id"])
+    for task in ("bbox", "segm"):
+        with open(os.path.join(folder, f"per_class_{task}.csv")) as f:
+            rows = list(csv.DictReader(f))
+        assert [(int(r["id"]), r["name"], r["frequency"]) for r in rows] == [
+            (c["id"], c["name"], c["frequency"]) for c in categories]
+        for metric, groups in (("AP", "rcf"), ("APr", "r"), ("APc", "c"), ("APf", "f")):
+            values = [float(r["AP"]) for r in rows if r["frequency"] in groups and r["AP"]]
+            assert values or results[task][metric] == -100, metric  # LVIS's -1: no class
+            if values:  # the copypaste lines have four decimals
+                assert abs(sum(values) / len(values) - results[task][metric]) < 1e-4, metric
+        assert os.path.isfile(os.path.join(folder, f"per_class_{task}.png"))
+        assert f"Wrote the per-class {task} AP of {len(categories)} categories" in log
 
 
 def test_eval_only_refuses_a_misspelt_test_split_before_loading_anything(trained, tmp_path):

@@ -9,6 +9,7 @@ import pycocotools.mask as mask_utils
 import pytest
 import torch
 from detectron2.evaluation import LVISEvaluator
+from detectron2.utils import comm
 
 from tde_det.data.detection.lvis import register_lvis_dataset
 from tde_det.data.detection.synthetic import write_tiny_lvis
@@ -205,3 +206,65 @@ def test_no_pycocotools_area_call_gets_more_than_255_masks(dataset, monkeypatch,
     metrics = evaluate_lvis_records(ev.ground_truth, flat, "segm", fast=fast)
     assert 0 < metrics["AP"] < 100
     assert sizes and max(sizes) <= 255, max(sizes)
+
+
+def test_each_task_writes_its_per_class_files(dataset, tmp_path, caplog, monkeypatch):
+    """Per task, per_class_<task>.{csv,json,png} in the output folder (or in per_class_dir,
+    also without saved predictions): one row per category, whose APs give the headline."""
+    inputs, records = _records(dataset, seed=4)
+    folders = {"both": (str(tmp_path / "both"), None), "only": ("", str(tmp_path / "only")),
+               "none": (str(tmp_path / "none"), "")}
+    evaluators = {}
+    for name, (output_dir, per_class_dir) in folders.items():
+        ev = RecordsLVISEvaluator(NAME, ("bbox", "segm"), distributed=False,
+                                  output_dir=output_dir, per_class_dir=per_class_dir)
+        ev.reset()
+        ev.process_records(inputs, copy.deepcopy(records))
+        with caplog.at_level("INFO", logger="tde_det.evaluation.per_class_ap"):
+            evaluators[name] = (ev, ev.evaluate())
+    per_class = {f"per_class_{t}.{e}" for t in ("bbox", "segm") for e in ("csv", "json", "png")}
+    predictions = {"instances_predictions.pth", "lvis_instances_results.json"}
+    assert {p.name for p in (tmp_path / "both").iterdir()} == per_class | predictions
+    assert {p.name for p in (tmp_path / "only").iterdir()} == per_class
+    assert {p.name for p in (tmp_path / "none").iterdir()} == predictions
+    written = [r.getMessage() for r in caplog.records if "Wrote the per-class" in r.getMessage()]
+    assert len(written) == 4 and str(tmp_path / "only" / "per_class_segm.png") in written[-1]
+    ev, results = evaluators["both"]
+    categories = sorted(dataset["categories"], key=lambda c: c["id"])
+    for task in ("bbox", "segm"):
+        rows = json.load(open(tmp_path / "both" / f"per_class_{task}.json"))
+        assert rows == json.load(open(tmp_path / "only" / f"per_class_{task}.json"))
+        assert [(r["id"], r["name"], r["frequency"], r["image_count"]) for r in rows] == [
+            (c["id"], c["name"], c["frequency"], c["image_count"]) for c in categories]
+        assert [r["instances"] for r in rows] == [
+            sum(a["category_id"] == c["id"] for a in dataset["annotations"]) for c in categories]
+        for metric, groups in (("AP", "rcf"), ("APr", "r"), ("APc", "c"), ("APf", "f")):
+            values = [r["AP"] for r in rows if r["frequency"] in groups and r["AP"] is not None]
+            assert values or results[task][metric] == -100, metric  # LVIS's -1: no class
+            if values:
+                assert np.isclose(np.mean(values), results[task][metric], rtol=1e-12, atol=0)
+        with open(tmp_path / "both" / f"per_class_{task}.csv") as f:
+            assert len(f.read().splitlines()) == len(categories) + 1
+        assert len(ev.per_class_rows[task]) == len(categories)
+    # a twin writes to its own folders; only the main process writes
+    twin = ev.sharing_ground_truth("", str(tmp_path / "twin"))
+    assert twin.per_class_rows == {} and twin.per_class_dir == str(tmp_path / "twin")
+    assert ev.sharing_ground_truth(str(tmp_path / "x")).per_class_dir == str(tmp_path / "x")
+    monkeypatch.setattr(comm, "is_main_process", lambda: False)
+    twin.process_records(inputs, copy.deepcopy(records))
+    assert twin.evaluate() == results and not (tmp_path / "twin").exists()
+    assert twin.per_class_rows == ev.per_class_rows or json.dumps(
+        twin.per_class_rows) == json.dumps(ev.per_class_rows)
+
+
+def test_per_class_folders_of_the_alpha_factory(dataset):
+    def build(folder):
+        return RecordsLVISEvaluator(NAME, ("bbox",), distributed=False, output_dir=folder)
+
+    make = EvaluatorsSharingGroundTruth(build, lambda a: "", lambda a: f"out/alpha_{a:g}")
+    evaluators = [make(a) for a in (0.0, 0.5)]
+    assert [e._output_dir for e in evaluators] == ["", ""]
+    assert [e.per_class_dir for e in evaluators] == ["out/alpha_0", "out/alpha_0.5"]
+    assert evaluators[0]._lvis_api is evaluators[1]._lvis_api
+    make = EvaluatorsSharingGroundTruth(build, lambda a: f"p/alpha_{a:g}")
+    assert [make(a).per_class_dir for a in (0.0, 1.0)] == ["p/alpha_0", "p/alpha_1"]

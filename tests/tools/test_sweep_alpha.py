@@ -103,6 +103,15 @@ def test_a_repeated_alpha_is_evaluated_and_reported_once(tiny_detector, tmp_path
             expected = {f"{task}/{k}": float(v) for task, metrics in Trainer.test(c, model).items()
                         for k, v in metrics.items()}
             assert row == {"alpha": row["alpha"], **expected}
+            # each alpha's per-class files (and no predictions: not asked for), equal to
+            # eval-only's
+            swept = tmp_path / f"alpha_{row['alpha']:g}"
+            assert {p.name for p in swept.iterdir()} == {
+                f"per_class_{t}.{e}" for t in ("bbox", "segm") for e in ("csv", "json", "png")}
+            for task in ("bbox", "segm"):
+                assert (swept / f"per_class_{task}.json").read_text() == (
+                    tmp_path / f"eval_{row['alpha']}" / "inference" / f"per_class_{task}.json"
+                ).read_text()
     finally:
         for p in predictors:
             p.alpha = 1.5
@@ -246,9 +255,15 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
         rows[per_pass] = json.loads((out / "tools_lvis_val" / "alpha_sweep.json").read_text())
     assert [r["alpha"] for r in rows["2"]] == [0.0, 0.5, 1.5]
     assert rows["2"] == rows["0"] and "segm/APr" in rows["0"][0]
-    # only the table files by default; each alpha's predictions with --save-predictions
+    # the table files and each alpha's per-class AP files by default; each alpha's
+    # predictions too with --save-predictions
     assert sorted(p.name for p in (out / "tools_lvis_val").iterdir()) == [
-        "alpha_sweep.csv", "alpha_sweep.json", "alpha_sweep.png"]
+        "alpha_0", "alpha_0.5", "alpha_1.5", "alpha_sweep.csv", "alpha_sweep.json",
+        "alpha_sweep.png"]
+    per_class = {f"per_class_{t}.{e}" for t in ("bbox", "segm") for e in ("csv", "json", "png")}
+    for alpha in ("0", "0.5", "1.5"):
+        assert {p.name for p in (out / "tools_lvis_val" / f"alpha_{alpha}").iterdir()} \
+            == per_class
     # the masks of each alpha's own detections (a flag, also after the overrides): same rows
     out = tmp_path / "per_alpha_masks"
     proc = run("--output", str(out), "OUTPUT_DIR", str(tmp_path / "o"), "--per-alpha-masks",
@@ -260,6 +275,7 @@ def test_detection_cli_in_several_passes_gives_the_same_rows(tiny_detector, tmp_
         saved = out / "tools_lvis_val" / f"alpha_{alpha}"
         assert (saved / "instances_predictions.pth").is_file()
         assert json.loads((saved / "lvis_instances_results.json").read_text())
+        assert per_class <= {p.name for p in saved.iterdir()}
     bad = run("--alphas-per-pass", "-1")
     assert bad.returncode != 0 and "--alphas-per-pass must be >= 0" in bad.stderr
     # a metric no row would have is refused before the inference pass, not after it
