@@ -104,7 +104,7 @@ def write_per_class_ap(rows: List[Dict], folder: str, task: str, metric: str = "
     with PathManager.open(stem + ".png", "wb") as f:
         f.write(image.getvalue())
     logger.info(f"Wrote the per-class {task} {metric} of {len(rows)} categories to "
-                f"{stem}.csv, {stem}.json and {stem}.png")
+                f"{stem}.{{csv,json,png}}")
     return [stem + ".csv", stem + ".json", stem + ".png"]
 
 
