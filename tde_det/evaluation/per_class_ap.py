@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+import numbers
 import os
 from typing import Dict, List, Optional
 
@@ -75,7 +76,14 @@ def per_class_columns(rows: List[Dict]) -> List[str]:
 
 
 def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return value is None or (isinstance(value, numbers.Real) and math.isnan(value))
+
+
+def _cell(value):
+    """``value`` for the CSV and JSON: None for NaN or None, numpy scalars as Python's."""
+    if _missing(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def write_per_class_ap(rows: List[Dict], folder: str, task: str, metric: str = "AP") -> List[str]:
@@ -88,7 +96,7 @@ def write_per_class_ap(rows: List[Dict], folder: str, task: str, metric: str = "
                          f"{per_class_columns(rows)}")
     PathManager.mkdirs(folder)
     columns = per_class_columns(rows)
-    table = [{c: None if _missing(r.get(c)) else r.get(c) for c in columns} for r in rows]
+    table = [{c: _cell(r.get(c)) for c in columns} for r in rows]
     stem = os.path.join(folder, f"per_class_{task}")
     with PathManager.open(stem + ".csv", "w") as f:
         writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
@@ -121,7 +129,7 @@ def _plot(rows: List[Dict], task: str, metric: str):
         count = r.get("image_count")
         if _missing(r.get(metric)):
             no_metric.append(r)
-        elif isinstance(count, bool) or not isinstance(count, (int, float)) or not count > 0:
+        elif isinstance(count, bool) or not isinstance(count, numbers.Real) or not count > 0:
             no_count.append(r)
         else:
             shown.append(r)

@@ -84,8 +84,10 @@ def _rows():
          "AP": float("nan"), "AP-fixed": float("nan")},
         {"id": 3, "name": "c,d", "frequency": "f", "image_count": None, "instances": 5,
          "AP": 50.0, "AP-fixed": 51.25},
-        {"id": 4, "name": "e", "frequency": "f", "image_count": 900, "instances": 7,
-         "AP": 1 / 3, "AP-fixed": 0.5},
+        {"id": 4, "name": "e", "frequency": "f", "image_count": np.int64(900), "instances": 7,
+         "AP": 1 / 3, "AP-fixed": np.float32(0.5)},
+        {"id": 5, "name": "g", "frequency": "r", "image_count": 2, "instances": 1,
+         "AP": 0.0, "AP-fixed": np.float32("nan")},
     ]
 
 
@@ -98,16 +100,18 @@ def test_files_hold_every_row_and_column(tmp_path):
     columns = [*PER_CLASS_COLUMNS, "AP-fixed"]
     with open(f"{stem}.csv", newline="") as f:
         table = list(csv.reader(f))
-    assert table[0] == columns and len(table) == 5
+    assert table[0] == columns and len(table) == 6
     assert table[1] == ["1", "a", "r", "3", "2", "12.5", ""]  # no AP-fixed: empty
     assert table[2][5:] == ["", ""] and table[3][1] == "c,d" and table[3][3] == ""
     assert float(table[4][5]) == 1 / 3  # full precision
     data = json.load(open(f"{stem}.json"))
-    assert [list(r) for r in data] == [columns] * 4
+    assert [list(r) for r in data] == [columns] * 5
     assert data[1]["AP"] is None and data[0]["AP-fixed"] is None and data[2]["image_count"] is None
     assert data[3]["AP"] == 1 / 3 and data[2]["AP-fixed"] == 51.25
+    assert data[3]["image_count"] == 900 and data[3]["AP-fixed"] == 0.5  # numpy scalars
+    assert data[4]["AP"] == 0.0 and data[4]["AP-fixed"] is None and table[5][6] == ""
     assert open(f"{stem}.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    assert rows == before or json.dumps(rows) == json.dumps(before)  # not modified
+    assert repr(rows) == repr(before)  # not modified (NaN != NaN: compared as text)
     # another metric plotted: it must be in the rows
     write_per_class_ap(rows, str(tmp_path / "fixed"), "bbox", metric="AP-fixed")
     assert (tmp_path / "fixed" / "per_class_bbox.png").is_file()
@@ -120,9 +124,9 @@ def test_the_plot_leaves_out_and_counts_the_classes_without_values():
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     shown = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
-    assert shown == {"r (1)": 1, "f (1)": 1}  # NaN AP (class 2) and no image count (class 3)
+    assert shown == {"r (2)": 2, "f (1)": 1}  # NaN AP (class 2) and no image count (class 3)
     title = ax.get_title()
-    assert "2 of 4 categories shown" in title and "1 without AP" in title
+    assert "3 of 5 categories shown" in title and "1 without AP" in title
     assert "1 without a training image count" in title
     empty = _plot([], "bbox", "AP").axes[0]
     assert "0 of 0" in empty.get_title()
