@@ -79,9 +79,12 @@ def run_lvis_evaluation(ground_truth: LVIS, records: List[Dict], iou_type: str, 
                         fast: bool = True) -> LVISEval:
     """The LVIS evaluation of ``records`` (non-empty; json category ids; not modified) for the
     task ``iou_type``, run (``eval`` and ``results`` filled): :class:`FastLVISEval` if
-    ``fast``, else the LVIS API's ``LVISEval`` (the same numbers)."""
+    ``fast``, else the LVIS API's ``LVISEval`` (the same numbers). ``max_dets`` -1: no
+    per-image limit, also set as ``params.max_dets`` (AP-fixed, as its reference code)."""
     evaluation = (FastLVISEval if fast else LVISEval)(
         ground_truth, lvis_results(ground_truth, records, iou_type, max_dets), iou_type)
+    if max_dets < 0:
+        evaluation.params.max_dets = max_dets
     evaluation.run()
     return evaluation
 
