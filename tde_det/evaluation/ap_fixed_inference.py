@@ -86,7 +86,7 @@ class APFixedCandidates:
             boxes_only.append(probe)
         kept = [o["instances"].row for o in
                 GeneralizedRCNN._postprocess(boxes_only, batched_inputs, image_sizes)]
-        self._detections = [d[k] for d, k in zip(detections, kept)]
+        self._detections = [d[k] for d, k in zip(detections, kept)]  # copies (index tensors)
 
     def __len__(self) -> int:
         return len(self._detections)
@@ -97,6 +97,7 @@ class APFixedCandidates:
     def classes(self, i: int) -> torch.Tensor:
         return self._detections[i].pred_classes
 
+    @torch.no_grad()
     def records(self, rows: List[torch.Tensor]) -> List[List[Dict]]:
         """Per image, the json records (``instances_to_coco_json``, contiguous class ids) of
         its candidates ``rows[i]`` (indices into its candidates), in that order."""
@@ -168,11 +169,12 @@ def standard_outputs_and_candidates(heads, features, detections: List[Instances]
     post-processing, as ``GeneralizedRCNN.inference``), each output dict also holding the
     batch's :class:`APFixedCandidates` under :data:`AP_FIXED_CANDIDATES`."""
     limit = detection_limit(heads) if limit is None else limit
+    # first: the candidates hold copies; post-processing rescales the prefix's boxes in place
+    candidates = APFixedCandidates(heads, features, detections, batched_inputs, image_sizes,
+                                   chunk=limit if limit > 0 else 300)
     standard = [d[:limit] if limit >= 0 else d for d in detections]
     standard = heads.forward_with_given_boxes(features, standard)
     outputs = GeneralizedRCNN._postprocess(standard, batched_inputs, image_sizes)
-    candidates = APFixedCandidates(heads, features, detections, batched_inputs, image_sizes,
-                                   chunk=limit if limit > 0 else 300)
     for output in outputs:
         output[AP_FIXED_CANDIDATES] = candidates
     return outputs

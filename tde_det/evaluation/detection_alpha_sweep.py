@@ -182,13 +182,15 @@ class DetectionAlphaSweep:
         per_alpha = self._detections(features, proposals)
         if self._ap_fixed:  # all the detections; each alpha's standard ones are their prefix
             full, limit = per_alpha, detection_limit(heads)
+            # the candidates (copies) first: post-processing rescales the prefix's boxes
+            candidates = {alpha: APFixedCandidates(heads, features, of_alpha, batched_inputs,
+                                                   images.image_sizes,
+                                                   chunk=limit if limit > 0 else 300)
+                          for alpha, of_alpha in zip(self.alphas, full) if alpha in self._ap_fixed}
             per_alpha = [[d[:limit] if limit >= 0 else d for d in of_alpha] for of_alpha in full]
             self._process_standard(batched_inputs, images, features, per_alpha)
-            for alpha, of_alpha in zip(self.alphas, full):
-                if alpha in self._ap_fixed:
-                    self.evaluators[alpha].process_candidates(batched_inputs, APFixedCandidates(
-                        heads, features, of_alpha, batched_inputs, images.image_sizes,
-                        chunk=limit if limit > 0 else 300))
+            for alpha, of_alpha in candidates.items():
+                self.evaluators[alpha].process_candidates(batched_inputs, of_alpha)
             return
         self._process_standard(batched_inputs, images, features, per_alpha)
 
