@@ -60,7 +60,7 @@ class TopKPerClass:
                              f"{int(classes.min())}..{int(classes.max())}")
         if not bool(torch.isfinite(scores).all()):
             raise ValueError("a detection score is not finite (NaN or inf)")
-        tickets = torch.full((len(classes),), -1, dtype=torch.long)
+        tickets = [-1] * len(classes)
         # Only those above their class's bar at the start can enter (the bar only rises)
         candidates = torch.nonzero(scores > self._bar[classes]).flatten().tolist()
         cls_list, score_list = classes.tolist(), scores.tolist()
@@ -83,7 +83,7 @@ class TopKPerClass:
         for c in touched:
             if len(self._heaps[c]) == self.k:
                 self._bar[c] = self._heaps[c][0][0]
-        return tickets
+        return torch.tensor(tickets, dtype=torch.long)
 
     def alive(self, tickets: torch.Tensor) -> torch.Tensor:
         """[N] bool: which ``tickets`` are still among their class's top ``k``."""
