@@ -288,3 +288,15 @@ def test_eval_only_reports_ap_fixed_beside_unchanged_standard_metrics(trained, t
         per_class[d["category_id"]] = per_class.get(d["category_id"], 0) + 1
     # fewer than 300 per image here: AP-fixed keeps every detection (the heap: its own tests)
     assert fixed and max(per_class.values()) <= 400
+
+
+def test_evaluation_during_training_reports_ap_fixed(trained, tmp_path):
+    """The evaluation after training (Trainer.test from the EvalHook) wraps the model too: its
+    AP-fixed reaches metrics.json beside the AP."""
+    paths, _, _ = trained
+    log = train_net(*tiny_overrides(paths, str(tmp_path / "train"), max_iter=2), *AP_FIXED)
+    assert "copypaste: Task: segm_fixed" in log
+    with open(tmp_path / "train" / "metrics.json") as f:
+        last = [json.loads(line) for line in f if line.strip()][-1]
+    for task in ("bbox", "segm"):
+        assert math.isfinite(last[f"{task}/AP-fixed"]) and math.isfinite(last[f"{task}/AP"])
