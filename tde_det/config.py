@@ -96,6 +96,21 @@ def _add_detection_config(cfg: CN) -> None:
     # ground truth or detections; the numbers are the LVIS API's, bit for bit (tested). False
     # runs the LVIS API's own LVISEval.
     cfg.TEST.FAST_LVIS_EVAL = True
+    # --- AP-fixed (Dave et al. 2021, "Evaluating Large-Vocabulary Object Detectors"): per
+    # category the K highest-scored detections over the whole split, no per-image limit, LVIS AP
+    # with max_dets -1; reported beside the standard AP as "<task>/AP-fixed" (and APr/APc/APf).
+    cfg.TEST.AP_FIXED = CN()
+    # Also evaluate AP-fixed (LVIS splits only), from the same inference pass as the standard
+    # top-TEST.DETECTIONS_PER_IMAGE results, which stay as they are.
+    cfg.TEST.AP_FIXED.ENABLED = False
+    # K: detections kept per category over the split (the protocol and the LVIS challenge: 10000).
+    cfg.TEST.AP_FIXED.DETS_PER_CLASS = 10000
+    # Candidates per image: the first this many of the box head's detections (after NMS, by
+    # score), -1: all of them (the protocol has no per-image limit).
+    cfg.TEST.AP_FIXED.DETS_PER_IMAGE = -1
+    # Candidates need a score above this. They come from the box head's pass of the standard
+    # results (MODEL.ROI_HEADS.SCORE_THRESH_TEST, NMS_THRESH_TEST): lower values change nothing.
+    cfg.TEST.AP_FIXED.SCORE_THRESH = 0.0
 
 
 def _add_classification_config(cfg: CN) -> None:

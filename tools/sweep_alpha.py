@@ -6,11 +6,13 @@
     python tools/sweep_alpha.py --config-file configs/CIFAR-LT/cifar10_r100_tde.yaml \
         --dataset cifar10_lt_r100_val --alphas 0 0.25 0.5 1 1.5 2 MODEL.WEIGHTS model_final.pth
 
-Detection: AP, APr, APc, APf (segm and bbox) per alpha; classification: many / medium / few /
-overall top-1 per alpha. Every alpha's numbers equal those of ``tools/train_net.py --eval-only
-MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>``. Writes ``alpha_sweep.{csv,json,png}`` to
-``<--output>/<dataset>`` (default: ``<OUTPUT_DIR>/sweep_alpha_<weights name>``) and prints the
-best alpha as a ready-to-paste override. The sweep itself: ``tde_det.evaluation``.
+Detection: AP, APr, APc, APf (segm and bbox) per alpha, and with ``TEST.AP_FIXED.ENABLED True``
+AP-fixed and its r/c/f parts (``--metric segm/AP-fixed`` picks by it); classification: many /
+medium / few / overall top-1 per alpha. Every alpha's numbers equal those of
+``tools/train_net.py --eval-only MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>``. Writes
+``alpha_sweep.{csv,json,png}`` to ``<--output>/<dataset>`` (default:
+``<OUTPUT_DIR>/sweep_alpha_<weights name>``) and prints the best alpha as a ready-to-paste
+override. The sweep itself: ``tde_det.evaluation``.
 """
 import logging
 import os
@@ -22,8 +24,9 @@ import detectron2.utils.comm as comm
 import tde_det  # noqa: F401  (registration)
 from tde_det.engine import (TDECheckpointer, Trainer, classification_task, parse_tool_args, setup,
                             task_for, tool_argument_parser)
-from tde_det.evaluation.alpha_sweep import (CLASSIFICATION_COLUMNS, DEFAULT_ALPHAS,
-                                            DETECTION_COLUMNS, alpha_override, best_alpha,
+from tde_det.evaluation.alpha_sweep import (AP_FIXED_COLUMNS, CLASSIFICATION_COLUMNS,
+                                            DEFAULT_ALPHAS, DETECTION_COLUMNS, alpha_override,
+                                            best_alpha,
                                             check_alphas, check_metric, check_sweep_config,
                                             format_table, reported_split_warning,
                                             sweep_classification_dataset, write_sweep_files)
@@ -70,7 +73,8 @@ def main(args) -> Dict:
         seconds = time.perf_counter() - start
         if not comm.is_main_process():
             continue
-        columns = CLASSIFICATION_COLUMNS if classification else DETECTION_COLUMNS
+        columns = CLASSIFICATION_COLUMNS if classification else DETECTION_COLUMNS + [
+            c for c in AP_FIXED_COLUMNS if any(c in r for r in rows)]
         best = best_alpha(rows, metric)
         write_sweep_files(rows, columns, output, f"{dataset}: one pass, {len(alphas)} alphas",
                           best, metric)
@@ -94,7 +98,8 @@ def build_parser():
                         "MODEL.TDE.TEST_TDE True MODEL.TDE.ALPHA <alpha>)")
     parser.add_argument("--dataset", default="", help="registered split (default: DATASETS.TEST)")
     parser.add_argument("--metric", default="", help="column that picks the best alpha "
-                        "(default: segm/AP or bbox/AP for detection, top1 for classification)")
+                        "(default: segm/AP or bbox/AP for detection, top1 for classification; "
+                        "segm/AP-fixed etc. with TEST.AP_FIXED.ENABLED True)")
     parser.add_argument("--eval-workers", type=int, default=0,
                         help="detection: evaluate this many alphas at once, in forked processes "
                         "(0: one per alpha, at most one per CPU; 1: one after another); each "

@@ -32,6 +32,10 @@ def check_datasets(cfg: CfgNode, training: bool = True,
     ``DATASETS.TEST``."""
     check_config_splits(cfg, training, test)
     check_evaluation_config(cfg)
+    if cfg.TEST.AP_FIXED.ENABLED:
+        raise ValueError(f"TEST.AP_FIXED.ENABLED True: AP-fixed is an LVIS detection metric; "
+                         f"{cfg.MODEL.META_ARCHITECTURE} is a classifier: set "
+                         f"TEST.AP_FIXED.ENABLED False")
 
 
 def check_evaluation_config(cfg: CfgNode) -> None:

@@ -20,13 +20,15 @@ from tde_det.data.detection import (
     MapSkippingUnreadable,
     check_lvis_api_fields,
 )
+from tde_det.evaluation.ap_fixed import APFixedLVISEvaluator, check_ap_fixed_settings
 from tde_det.evaluation.lvis_records import RecordsLVISEvaluator
 
 from .dataset_checks import check_config_splits
 from .head_direction_hook import HeadDirectionPrinter
 
 __all__ = ["build_train_loader", "build_test_loader", "build_evaluator", "build_hooks",
-           "check_num_classes", "check_datasets", "untrained_frozen_backbone_warning"]
+           "check_ap_fixed_config", "check_num_classes", "check_datasets",
+           "untrained_frozen_backbone_warning"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,32 @@ def _evaluator_type_problem(dataset_name: str) -> Optional[str]:
             f"datasets (register LVIS-format data with DATASETS.LVIS_CUSTOM.*)")
 
 
+def _ap_fixed_problem(dataset_name: str) -> str:
+    evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+    return (f"TEST.AP_FIXED.ENABLED True: AP-fixed is an LVIS metric (per-category top K "
+            f"with the LVIS API, frequency groups r/c/f), but {dataset_name!r} has "
+            f"evaluator_type={evaluator_type!r}; evaluate an LVIS split (metadata "
+            f"evaluator_type 'lvis' with its json_file) or set TEST.AP_FIXED.ENABLED False")
+
+
+def check_ap_fixed_config(cfg: CfgNode, key: str, splits: Sequence[str]) -> None:
+    """With ``TEST.AP_FIXED.ENABLED``: the ``TEST.AP_FIXED`` values, and every split an LVIS
+    one with its annotation file (a ValueError naming the key and the split)."""
+    if not cfg.TEST.AP_FIXED.ENABLED:
+        return
+    fixed = cfg.TEST.AP_FIXED
+    check_ap_fixed_settings(fixed.DETS_PER_CLASS, fixed.DETS_PER_IMAGE, fixed.SCORE_THRESH)
+    for name in splits:
+        metadata = MetadataCatalog.get(name)
+        if getattr(metadata, "evaluator_type", None) != "lvis" \
+                or not getattr(metadata, "json_file", None):
+            raise ValueError(f"{key}: {_ap_fixed_problem(name)}")
+    if fixed.SCORE_THRESH < cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST:
+        logger.info(f"AP-fixed candidates come from the box head's pass at "
+                    f"MODEL.ROI_HEADS.SCORE_THRESH_TEST {cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST}"
+                    f" (TEST.AP_FIXED.SCORE_THRESH {fixed.SCORE_THRESH} is below it)")
+
+
 def check_datasets(cfg: CfgNode, training: bool = True,
                    test: Optional[Sequence[str]] = None) -> None:
     """Before training or evaluating: every ``DATASETS.TEST`` split (and, when ``training``,
@@ -99,6 +127,7 @@ def check_datasets(cfg: CfgNode, training: bool = True,
                                     f"needs it")
         if json_file and getattr(MetadataCatalog.get(name), "evaluator_type", None) == "lvis":
             check_lvis_api_fields(json_file, f"{key}: {name!r}", masks=cfg.MODEL.MASK_ON)
+    check_ap_fixed_config(cfg, key, test)
 
 
 def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
@@ -108,11 +137,21 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
     evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    if evaluator_type == "lvis" and cfg.TEST.AP_FIXED.ENABLED:
+        fixed = cfg.TEST.AP_FIXED  # the standard metrics and AP-fixed beside them
+        return APFixedLVISEvaluator(dataset_name, tasks, output_dir=output_folder,
+                                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                                    fast_eval=cfg.TEST.FAST_LVIS_EVAL,
+                                    dets_per_class=fixed.DETS_PER_CLASS,
+                                    dets_per_image=fixed.DETS_PER_IMAGE,
+                                    score_thresh=fixed.SCORE_THRESH)
     if evaluator_type == "lvis":
         # LVISEvaluator, which the alpha sweep can also give shared mask encodings
         return RecordsLVISEvaluator(dataset_name, tasks, output_dir=output_folder,
                                     max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
                                     fast_eval=cfg.TEST.FAST_LVIS_EVAL)
+    if cfg.TEST.AP_FIXED.ENABLED:
+        raise ValueError(_ap_fixed_problem(dataset_name))
     if evaluator_type == "coco":
         # The compiled COCOeval may be missing (Detectron2 without its C++ extension).
         return COCOEvaluator(dataset_name, tasks, output_dir=output_folder,

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Dict, List, Optional, Sequence
 
@@ -23,6 +24,8 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 from tde_det.data import register_datasets_from_config
+from tde_det.evaluation.ap_fixed import ap_fixed_csv_lines
+from tde_det.evaluation.ap_fixed_inference import APFixedInference
 
 from . import classification_task, detection_task
 from .head_direction_hook import FiniteHeadDirections, named_head_directions
@@ -122,8 +125,21 @@ class Trainer(DefaultTrainer):
         """Detectron2's ``test``, then the TDE settings the model was evaluated with
         (:func:`evaluated_tde_settings`) logged after the results and, during training, put
         into the ``EventStorage`` as ``eval/<key>`` (so ``metrics.json`` has them beside the
-        AP)."""
+        AP). With ``TEST.AP_FIXED.ENABLED`` (detection) the model runs wrapped in
+        :class:`~tde_det.evaluation.ap_fixed_inference.APFixedInference` (the same outputs, and
+        the candidates the AP-fixed evaluator needs), and the AP-fixed metrics get their own
+        "copypaste" lines (Detectron2's leave out names with "-")."""
+        ap_fixed = cfg.TEST.AP_FIXED.ENABLED and task_for(cfg) is detection_task
+        if ap_fixed:
+            model = APFixedInference(model)
         results = super().test(cfg, model, evaluators)
+        if ap_fixed and comm.is_main_process():
+            nested = all(isinstance(v, Mapping) and all(isinstance(m, Mapping)
+                                                        for m in v.values())
+                         for v in results.values())
+            for of_dataset in (results.values() if nested else [results]):
+                for line in ap_fixed_csv_lines(of_dataset):
+                    logger.info(line)
         settings = evaluated_tde_settings(model)
         if settings:
             logger.info("Evaluated with " + ", ".join(
@@ -144,6 +160,13 @@ class Trainer(DefaultTrainer):
         every ``DATASETS.TEST``; results under the metrics' names + "_TTA", files in
         ``OUTPUT_DIR/inference_TTA``. Detection only: a classifier has no TTA."""
         check_test_time_augmentation(cfg)
+        if cfg.TEST.AP_FIXED.ENABLED:  # the merged boxes of TTA come without candidates
+            logger.info("test-time augmentation reports the standard metrics only (no "
+                        "AP-fixed)")
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.TEST.AP_FIXED.ENABLED = False
+            cfg.freeze()
         logger.info("Evaluating with test-time augmentation (TEST.AUG) ...")
         evaluators = [cls.build_evaluator(cfg, name,
                                           os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))

@@ -24,10 +24,12 @@ from tde_det.layers.checks import check_has_tde, check_real
 from tde_det.layers.tde_math import tde_logits
 
 from .classification_evaluation import accuracy_metrics
+from .ap_fixed import AP_FIXED_METRICS
 from .lvis_records import LVIS_METRICS
 from .progress import logged_progress
 
-__all__ = ["ClassificationCache", "alpha_override", "best_alpha", "check_alphas", "check_metric",
+__all__ = ["AP_FIXED_COLUMNS", "ClassificationCache", "alpha_override", "best_alpha",
+           "check_alphas", "check_metric",
            "check_sweep_config", "collect_classification_cache", "format_table", "plot_sweep",
            "reported_split_warning", "sweep_classification", "sweep_classification_dataset",
            "write_sweep_files"]
@@ -178,6 +180,8 @@ def sweep_classification_dataset(cfg, model, dataset_name: str, alphas: Sequence
 
 DEFAULT_ALPHAS = [0, 0.5, 1, 1.5, 2, 2.5, 3]
 DETECTION_COLUMNS = [f"{t}/{m}" for t in ("segm", "bbox") for m in ("AP", "APr", "APc", "APf")]
+# with TEST.AP_FIXED.ENABLED, beside them
+AP_FIXED_COLUMNS = [f"{t}/{m}" for t in ("segm", "bbox") for m in AP_FIXED_METRICS.values()]
 CLASSIFICATION_COLUMNS = ["many", "medium", "few", "top1"]
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # and "AP-<class name>"
 
@@ -197,9 +201,14 @@ def check_metric(cfg, datasets: List[str], metric: str, classification: bool) ->
     if task not in tasks:
         raise ValueError(f"--metric {metric!r} must be <task>/<metric> with task one of {tasks} "
                          f"(MODEL.MASK_ON {cfg.MODEL.MASK_ON}), e.g. {tasks[0]}/AP")
+    fixed = tuple(AP_FIXED_METRICS.values())
+    if name in fixed and not cfg.TEST.AP_FIXED.ENABLED:
+        raise ValueError(f"--metric {metric!r} is an AP-fixed metric: evaluate it with "
+                         f"TEST.AP_FIXED.ENABLED True")
     for dataset in datasets:
         kind = MetadataCatalog.get(dataset).get("evaluator_type", None)
-        known = LVIS_METRICS if kind == "lvis" else COCO_METRICS if kind == "coco" else None
+        known = (LVIS_METRICS + (fixed if cfg.TEST.AP_FIXED.ENABLED else ())) if kind == "lvis" \
+            else COCO_METRICS if kind == "coco" else None
         if known is not None and name not in known and not (kind == "coco"
                                                             and name.startswith("AP-")):
             raise ValueError(f"--metric {metric!r}: {name!r} is not a {kind.upper()} metric of "
@@ -227,6 +236,14 @@ def plot_sweep(rows: List[Dict], columns: List[str], title: str, best: Dict, met
                     ls="--" if col.startswith("bbox/") and len(names) < len(columns) else "-",
                     lw=2 if col == metric else 1)
     ax.axvline(best["alpha"], color="0.4", ls="--", lw=1)
+    task = metric.rpartition("/")[0]
+    for col, marker in ((f"{task}/AP", "^"), (f"{task}/AP-fixed", "v")):
+        # where AP and AP-fixed peak, so that a user sees whether they agree
+        if col != metric and col in columns and all(col in r for r in rows) \
+                and any(r[col] == r[col] for r in rows):
+            top = best_alpha(rows, col)
+            ax.plot([top["alpha"]], [top[col]], marker=marker, ms=9, color="k", ls="none",
+                    label=f"max {col}: alpha {top['alpha']:g}")
     ax.plot([best["alpha"]], [best[metric]], marker="*", ms=13, color="k", ls="none",
             label=f"chosen: alpha {best['alpha']:g}\n({metric} {best[metric]:.2f})")
     ax.set_xlabel("alpha (eq. 8)")

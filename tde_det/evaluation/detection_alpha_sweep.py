@@ -36,6 +36,7 @@ from tde_det.layers.checks import check_has_tde
 from tde_det.modeling.roi_heads import TDECascadeROIHeads
 
 from .alpha_sweep import NO_ALPHA, check_alphas
+from .ap_fixed_inference import APFixedCandidates, detection_limit
 from .progress import logged_progress
 from .lvis_records import RecordsLVISEvaluator
 from .shared_detections import MergedDetections
@@ -168,6 +169,9 @@ class DetectionAlphaSweep:
         self.evaluators = {a: make_evaluator(a) for a in self.alphas}
         for ev in self.evaluators.values():
             ev.reset()
+        # the alphas whose evaluators also compute AP-fixed (TEST.AP_FIXED.ENABLED)
+        self._ap_fixed = {a for a, ev in self.evaluators.items()
+                          if hasattr(ev, "process_candidates")}
         # Detections over the alphas (each alpha's counted), the distinct (box, class) pairs
         # among them (counted with share_masks only), and the rows the mask head ran on (with
         # share_masks: distinct boxes)
@@ -182,6 +186,24 @@ class DetectionAlphaSweep:
         features = model.backbone(images.tensor)
         proposals, _ = model.proposal_generator(images, features, None)
         per_alpha = self._detections(features, proposals)
+        if self._ap_fixed:  # all the detections; each alpha's standard ones are their prefix
+            full, limit = per_alpha, detection_limit(heads)
+            # the candidates (copies) first: post-processing rescales the prefix's boxes
+            candidates = {alpha: APFixedCandidates(heads, features, of_alpha, batched_inputs,
+                                                   images.image_sizes,
+                                                   chunk=limit if limit > 0 else 300)
+                          for alpha, of_alpha in zip(self.alphas, full) if alpha in self._ap_fixed}
+            per_alpha = [[d[:limit] if limit >= 0 else d for d in of_alpha] for of_alpha in full]
+            self._process_standard(batched_inputs, images, features, per_alpha)
+            for alpha, of_alpha in candidates.items():
+                self.evaluators[alpha].process_candidates(batched_inputs, of_alpha)
+            return
+        self._process_standard(batched_inputs, images, features, per_alpha)
+
+    def _process_standard(self, batched_inputs, images, features, per_alpha) -> None:
+        """Each alpha's standard detections (``per_alpha``) with their masks, to its
+        evaluator."""
+        heads = self.model.roi_heads
         if not self.share_masks:
             for alpha, instances in zip(self.alphas, per_alpha):
                 self.detections += sum(len(i) for i in instances)
@@ -217,7 +239,8 @@ class DetectionAlphaSweep:
         once, then each alpha scored from the stages' z and B."""
         heads = self.model.roi_heads
         stages = heads.forward_stages(features, proposals)
-        return [heads.detections(stages, alpha) for alpha in self.alphas]
+        topk = -1 if self._ap_fixed else None  # AP-fixed: every detection, as APFixedInference
+        return [heads.detections(stages, alpha, topk) for alpha in self.alphas]
 
     def evaluate(self, workers: int = 1) -> Dict[float, Dict]:
         """``{alpha: evaluator.evaluate()}``, each evaluator's log lines (its tables) starting

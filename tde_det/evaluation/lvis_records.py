@@ -81,13 +81,13 @@ def lvis_results(ground_truth: LVIS, records: List[Dict], iou_type: str,
 def run_lvis_evaluation(ground_truth: LVIS, records: List[Dict], iou_type: str, max_dets: int,
                         fast: bool = True) -> LVISEval:
     """The LVIS evaluation of ``records`` (non-empty; json category ids; not modified) for the
-    task ``iou_type``, at most ``max_dets`` per image (-1: no limit, AP-fixed's protocol), run
-    (``eval`` and ``results`` filled): :class:`FastLVISEval` if ``fast``, else the LVIS API's
-    ``LVISEval`` (the same numbers). ``params.max_dets`` is ``max_dets``: the LVIS API reads it
-    only to name and print the recall metrics ("AR@-1")."""
+    task ``iou_type``, run (``eval`` and ``results`` filled): :class:`FastLVISEval` if
+    ``fast``, else the LVIS API's ``LVISEval`` (the same numbers). ``max_dets`` -1: no
+    per-image limit, also set as ``params.max_dets`` (AP-fixed, as its reference code)."""
     evaluation = (FastLVISEval if fast else LVISEval)(
         ground_truth, lvis_results(ground_truth, records, iou_type, max_dets), iou_type)
-    evaluation.params.max_dets = max_dets
+    if max_dets < 0:
+        evaluation.params.max_dets = max_dets
     evaluation.run()
     return evaluation
 

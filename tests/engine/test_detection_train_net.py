@@ -265,3 +265,64 @@ def test_resume_refuses_a_changed_model_before_overwriting_its_config(trained, t
     assert "Starting training from iteration 4" in log
     if "state_dict" in vars(DefaultTrainer):  # a Detectron2 that saves the optimizer's state
         assert "optimizer state (momentum buffers) does not fit the model's parameters" in log
+
+
+# K above what 4 images give any class (64 proposals each): every class is short of it
+AP_FIXED = ["TEST.AP_FIXED.ENABLED", "True", "TEST.AP_FIXED.DETS_PER_CLASS", "400"]
+
+
+def test_eval_only_reports_ap_fixed_beside_unchanged_standard_metrics(trained, tmp_path):
+    """--eval-only with TEST.AP_FIXED.ENABLED: AP-fixed and its r/c/f parts in the copypaste
+    lines and metrics.json, the classes short of K logged, and the standard results (metrics
+    and detections) those of the run without it."""
+    paths, out, _ = trained
+    weights = ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth")]
+    plain = train_net("--eval-only", *tiny_overrides(paths, str(tmp_path / "plain")), *weights)
+    log = train_net("--eval-only", *tiny_overrides(paths, str(tmp_path / "fixed")), *weights,
+                    *AP_FIXED)
+    results, standard = lvis_results(log), lvis_results(plain)
+    assert {t: results[t] for t in ("bbox", "segm")} == standard
+    names = ["AP-fixed", "APr-fixed", "APc-fixed", "APf-fixed"]
+    for task in ("bbox", "segm"):
+        assert list(results[f"{task}_fixed"]) == names, log[-3000:]
+    assert "AP-fixed: 6 of 6 classes have fewer than K = 400 detections over the split" in log
+    with open(tmp_path / "fixed" / "metrics.json") as f:
+        row = json.loads(f.read().splitlines()[-1])
+    for task in ("bbox", "segm"):
+        for name in names:
+            assert abs(row[f"{task}/{name}"] - results[f"{task}_fixed"][name]) < 1e-3
+            assert math.isfinite(row[f"{task}/{name}"])
+        assert row[f"{task}/AP"] == pytest.approx(standard[task]["AP"], abs=1e-3)
+    inference = tmp_path / "fixed" / "inference"
+    with open(inference / "lvis_instances_results.json") as f, \
+            open(tmp_path / "plain" / "inference" / "lvis_instances_results.json") as g:
+        assert json.load(f) == json.load(g)
+    with open(inference / "lvis_ap_fixed_results.json") as f:
+        fixed = json.load(f)
+    per_class = {}
+    for d in fixed:
+        per_class[d["category_id"]] = per_class.get(d["category_id"], 0) + 1
+    # fewer than 300 per image here: AP-fixed keeps every detection (the heap: its own tests)
+    assert fixed and max(per_class.values()) <= 400
+    # the per-class files get an AP-fixed column whose group means are the headline's
+    for task in ("bbox", "segm"):
+        with open(inference / f"per_class_{task}.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0])[-1] == "AP-fixed"
+        for group in "rcf":
+            values = [float(r["AP-fixed"]) for r in rows
+                      if r["frequency"] == group and r["AP-fixed"] != ""]
+            expected = results[f"{task}_fixed"][f"AP{group}-fixed"]
+            assert sum(values) / len(values) == pytest.approx(expected, abs=1e-3)
+
+
+def test_evaluation_during_training_reports_ap_fixed(trained, tmp_path):
+    """The evaluation after training (Trainer.test from the EvalHook) wraps the model too: its
+    AP-fixed reaches metrics.json beside the AP."""
+    paths, _, _ = trained
+    log = train_net(*tiny_overrides(paths, str(tmp_path / "train"), max_iter=2), *AP_FIXED)
+    assert "copypaste: Task: segm_fixed" in log
+    with open(tmp_path / "train" / "metrics.json") as f:
+        last = [json.loads(line) for line in f if line.strip()][-1]
+    for task in ("bbox", "segm"):
+        assert math.isfinite(last[f"{task}/AP-fixed"]) and math.isfinite(last[f"{task}/AP"])

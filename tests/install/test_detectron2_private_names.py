@@ -5,7 +5,8 @@ import inspect
 
 from detectron2.data import build
 from detectron2.evaluation import LVISEvaluator
-from detectron2.modeling.roi_heads import CascadeROIHeads
+from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
 
 from tde_det.data.detection.lvis import register_lvis_dataset
 from tde_det.data.detection.synthetic import write_tiny_lvis
@@ -22,6 +23,10 @@ def test_functions_and_methods_tde_det_calls_or_overrides():
     assert _params(CascadeROIHeads._forward_box) == ["self", "features", "proposals", "targets"]
     assert _params(CascadeROIHeads._run_stage) == ["self", "features", "proposals", "stage"]
     assert _params(CascadeROIHeads._init_box_head) == ["cfg", "input_shape"]
+    # APFixedInference runs a view of the heads without the per-image limit
+    assert _params(StandardROIHeads._forward_box) == ["self", "features", "proposals"]
+    assert _params(GeneralizedRCNN._postprocess) == ["instances", "batched_inputs",
+                                                     "image_sizes"]
     # RecordsLVISEvaluator overrides the evaluation of the gathered predictions
     assert _params(LVISEvaluator._eval_predictions) == ["self", "predictions"]
     assert _params(LVISEvaluator._tasks_from_predictions) == ["self", "predictions"]
@@ -35,6 +40,7 @@ def test_lvis_evaluator_attributes_the_records_evaluator_reads(tmp_path):
     ev.reset()
     assert ev._output_dir == "out" and ev._max_dets_per_image == 10 and ev._tasks == ("bbox",)
     assert ev._do_evaluation is True and ev._predictions == []
+    assert ev._distributed is False  # the AP-fixed evaluator gathers its heaps when True
     for name in ("_lvis_api", "_metadata", "_logger"):
         assert hasattr(ev, name), name
 

@@ -449,3 +449,62 @@ def test_the_sweep_drives_the_model_without_changing_it(tiny_detector, monkeypat
     sweep = DetectionAlphaSweep(model, ALPHAS, lambda a: Collects(), share_masks=False)
     sweep.process(next(iter(Trainer.build_test_loader(cfg, "tools_lvis_val"))))
     assert len(outputs) == len(ALPHAS) and set(assigned) <= {"_checked_direction"}, assigned
+
+
+def test_ap_fixed_per_alpha_equals_eval_only_at_that_alpha(tiny_detector, tmp_path):
+    """TEST.AP_FIXED.ENABLED: each row has AP-fixed beside the standard metrics, all equal to
+    eval-only (Trainer.test, which wraps the model in APFixedInference) at that alpha; K below
+    what the split gives a class, so the per-class heaps evict."""
+    cfg, model = tiny_detector[:2]
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TEST.AP_FIXED.ENABLED, cfg.TEST.AP_FIXED.DETS_PER_CLASS = True, 30
+    alphas = [0.0, 1.5]
+    rows = sweep_detection(model, Trainer.build_test_loader(cfg, "tools_lvis_val"),
+                           lambda folder: Trainer.build_evaluator(cfg, "tools_lvis_val", folder),
+                           alphas, str(tmp_path), dataset="tools_lvis_val")
+    predictors = model.roi_heads.box_predictor
+    try:
+        for row in rows:
+            assert {f"{t}/{m}" for t in ("bbox", "segm") for m in
+                    ("AP-fixed", "APr-fixed", "APc-fixed", "APf-fixed")} <= set(row)
+            for p in predictors:
+                p.alpha = row["alpha"]
+            c = cfg.clone()
+            c.OUTPUT_DIR, c.DATASETS.TEST = str(tmp_path / f"eval_{row['alpha']}"), \
+                ("tools_lvis_val",)
+            expected = {f"{task}/{k}": float(v) for task, metrics in Trainer.test(c, model).items()
+                        for k, v in metrics.items()}
+            assert row == {"alpha": row["alpha"], **expected}
+            kept = json.load(open(tmp_path / f"eval_{row['alpha']}" / "inference" /
+                                  "lvis_ap_fixed_results.json"))
+            per_class = [d["category_id"] for d in kept]
+            assert max(per_class.count(c) for c in set(per_class)) == 30
+    finally:
+        for p in predictors:
+            p.alpha = 1.5
+    scores = [[d["score"] for d in json.load(open(tmp_path / f"eval_{a}" / "inference" /
+                                                  "lvis_ap_fixed_results.json"))] for a in alphas]
+    assert scores[0] != scores[1]  # alpha matters here, so the equality above could fail
+    # --metric may pick by AP-fixed only when it is computed
+    alpha_sweep.check_metric(cfg, ["tools_lvis_val"], "segm/AP-fixed", classification=False)
+    cfg.TEST.AP_FIXED.ENABLED = False
+    with pytest.raises(ValueError, match="TEST.AP_FIXED.ENABLED True"):
+        alpha_sweep.check_metric(cfg, ["tools_lvis_val"], "bbox/APr-fixed",
+                                 classification=False)
+
+
+def test_the_plot_marks_where_ap_and_ap_fixed_peak():
+    tool = alpha_sweep
+    columns = tool.DETECTION_COLUMNS + tool.AP_FIXED_COLUMNS
+    rows = [{"alpha": a, **{c: 20 - (a - (2.0 if "fixed" in c else 1.0)) ** 2 for c in columns}}
+            for a in (0, 0.5, 1, 1.5, 2, 3)]
+    best = tool.best_alpha(rows, "segm/AP")
+    fig = tool.plot_sweep(rows, columns, "lvis_v1_val", best, "segm/AP")
+    marks = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].get_lines()}
+    assert marks["max segm/AP-fixed: alpha 2"] == [2.0]
+    assert [k for k in marks if k.startswith("chosen")] == ["chosen: alpha 1\n(segm/AP 20.00)"]
+    assert marks["segm/AP-fixed"] == [0, 0.5, 1, 1.5, 2, 3]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -71,12 +71,14 @@ class TDECascadeROIHeads(CascadeROIHeads):
         finally:
             self._stages = None
 
-    def detections(self, stages: List[Stage], alpha: float) -> List[Instances]:
+    def detections(self, stages: List[Stage], alpha: float,
+                   topk: Optional[int] = None) -> List[Instances]:
         """Per image, the detections (before masks) with TDE at ``alpha`` (eq. 9 or eq. 8,
         whatever ``MODEL.TDE.TEST_TDE``; alpha = 0 is eq. 7) from :meth:`forward_stages`: as
         Detectron2's cascade inference, the mean over stages of each predictor's
         :meth:`~TDEFastRCNNOutputLayers.probs`, the last stage's boxes and
-        ``fast_rcnn_inference``."""
+        ``fast_rcnn_inference``, keeping ``topk`` per image (None: ``TEST.DETECTIONS_PER_IMAGE``;
+        -1: all, of which the first ``TEST.DETECTIONS_PER_IMAGE`` are those of None)."""
         per_stage = []
         for predictor, (scores, _), proposals in stages:
             if not isinstance(scores, TDEClassLogits):
@@ -87,5 +89,6 @@ class TDECascadeROIHeads(CascadeROIHeads):
         last, predictions, proposals = stages[-1]
         instances, _ = fast_rcnn_inference(
             last.predict_boxes(predictions, proposals), probs, [p.image_size for p in proposals],
-            last.test_score_thresh, last.test_nms_thresh, last.test_topk_per_image)
+            last.test_score_thresh, last.test_nms_thresh,
+            last.test_topk_per_image if topk is None else topk)
         return instances
