@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Does TDE do for a long-tailed detector what the paper claims? (docs/detection_evidence.md)
+"""Does TDE do for a long-tailed detector what the paper claims?
 
 For every seed: generates Fashion-MNIST-LT-Det with that seed (tde_det.data.detection
 .fashion_mnist_lt: which class is rare is drawn with the seed), trains with tde-det's Trainer
@@ -10,11 +10,12 @@ on the validation canvases (``--metric``, from one inference pass: ``sweep_detec
 without background exemption (``MODEL.TDE.BACKGROUND_EXEMPTED False``, same weights) at that
 alpha. bbox and segm ``--metrics`` (AP, APr, APc, APf) as mean +- std over seeds, per-seed
 deltas; writes ``results.json`` and ``ap_vs_alpha.png`` (test AP per group vs alpha, with and
-without background exemption) to --output.
+without background exemption) to --output; the LVIS API's printed tables to its lvis_eval.txt.
 
     python tools/benchmarks/detection_lt.py --seeds 0 1 2 --output output/detection_evidence
 """
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -104,11 +105,11 @@ def train(cfg, seed: int):
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
-    return trainer.model, time.perf_counter() - t0
+    return trainer.model, {"wall": time.perf_counter() - t0, "cpu": time.process_time() - cpu0}
 
 
 def sweep(cfg, model, dataset: str, alphas: List[float], workers: int) -> List[Dict]:
@@ -116,6 +117,15 @@ def sweep(cfg, model, dataset: str, alphas: List[float], workers: int) -> List[D
     return sweep_detection(model, Trainer.build_test_loader(cfg, dataset),
                            lambda folder: Trainer.build_evaluator(cfg, dataset, folder),
                            alphas, eval_workers=workers, dataset=dataset)
+
+
+@contextlib.contextmanager
+def lvis_printout(output: str):
+    """The LVIS API prints its tables (many per alpha) to stdout: they go to
+    <output>/lvis_eval.txt (line-buffered, as forked evaluation workers share the file)."""
+    with open(os.path.join(output, "lvis_eval.txt"), "a", buffering=1) as f, \
+            contextlib.redirect_stdout(f):
+        yield
 
 
 def run_seed(args, seed: int, alphas: List[float], progress) -> Dict:
@@ -127,24 +137,26 @@ def run_seed(args, seed: int, alphas: List[float], progress) -> Dict:
     model, base_s = train(cfg, seed)
     model.eval()
     t0 = time.perf_counter()
-    baseline = _flat(inference_on_dataset(model, Trainer.build_test_loader(cfg, names[2]),
-                                          Trainer.build_evaluator(cfg, names[2], "")))
+    with lvis_printout(args.output):
+        baseline = _flat(inference_on_dataset(model, Trainer.build_test_loader(cfg, names[2]),
+                                              Trainer.build_evaluator(cfg, names[2], "")))
     eval_s = time.perf_counter() - t0
     progress(f"seed {seed}, de-confound: training")
     cfg, _ = make_cfg(args, "deconfound", seed, data)
     model, deconf_s = train(cfg, seed)
     t0 = time.perf_counter()
-    val = sweep(cfg, model, names[1], alphas, workers)
-    chosen = best_alpha(val, args.metric)["alpha"]
-    test = sweep(cfg, model, names[2], alphas, workers)
     no_bg_cfg, _ = make_cfg(args, "deconfound", seed, data, background_exempted=False)
     no_bg = Trainer.build_model(no_bg_cfg)
     no_bg.load_state_dict(model.state_dict())
-    test_no_bg = sweep(no_bg_cfg, no_bg, names[2], alphas, workers)
+    with lvis_printout(args.output):
+        val = sweep(cfg, model, names[1], alphas, workers)
+        chosen = best_alpha(val, args.metric)["alpha"]
+        test = sweep(cfg, model, names[2], alphas, workers)
+        test_no_bg = sweep(no_bg_cfg, no_bg, names[2], alphas, workers)
     eval_s += time.perf_counter() - t0
     return {"seed": seed, "class_order": data["class_order"], "categories": data["categories"],
-            "dropped_items": data["dropped"], "train_seconds": {"baseline": base_s,
-                                                                "deconfound": deconf_s},
+            "dropped_items": data["dropped"],  # wall and CPU (all threads) seconds
+            "train_seconds": {"baseline": base_s, "deconfound": deconf_s},
             "eval_seconds": eval_s, "max_iter": cfg.SOLVER.MAX_ITER, "alpha_val": chosen,
             "baseline": baseline, "val": val, "test": test, "test_no_bg": test_no_bg}
 
@@ -261,8 +273,8 @@ def main(argv=None) -> Dict:
         run = run_seed(args, seed, alphas, progress)
         runs.append(run)
         v = row_values(run)
-        print(f"    seed {seed}: trained in {run['train_seconds']['baseline']:.0f} + "
-              f"{run['train_seconds']['deconfound']:.0f} s, evaluated in "
+        print(f"    seed {seed}: trained in {run['train_seconds']['baseline']['wall']:.0f} + "
+              f"{run['train_seconds']['deconfound']['wall']:.0f} s, evaluated in "
               f"{run['eval_seconds']:.0f} s; test segm AP baseline "
               f"{v['baseline']['segm/AP']:.2f}, de-confound {v['de-confound']['segm/AP']:.2f}, "
               f"TDE (alpha {run['alpha_val']:g} from val) {v['de-confound-TDE']['segm/AP']:.2f}",
