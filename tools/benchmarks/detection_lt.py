@@ -144,6 +144,8 @@ def run_seed(args, seed: int, alphas: List[float], progress) -> Dict:
     progress(f"seed {seed}, de-confound: training")
     cfg, _ = make_cfg(args, "deconfound", seed, data)
     model, deconf_s = train(cfg, seed)
+    print(f"    seed {seed}: {len(alphas)} alphas on val, then on test with and without "
+          f"background exemption", flush=True)
     t0 = time.perf_counter()
     no_bg_cfg, _ = make_cfg(args, "deconfound", seed, data, background_exempted=False)
     no_bg = Trainer.build_model(no_bg_cfg)
