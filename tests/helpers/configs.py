@@ -23,3 +23,4 @@ def all_configs():
 LVIS_CONFIGS = configs("LVISv1", "LVISv0.5") + [c for c in configs(".") if c.startswith("lvis_")]
 CLASSIFICATION_CONFIGS = configs("ImageNet-LT", "CIFAR-LT")
 FASHION_MNIST_CONFIGS = configs("FashionMNIST-LT")
+FASHION_MNIST_DET_CONFIGS = configs("FashionMNIST-LT-Det")
