@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Does TDE do for a long-tailed detector what the paper claims?
+"""Does TDE do for a long-tailed detector what the paper claims? (docs/detection_evidence.md)
 
 For every seed: generates Fashion-MNIST-LT-Det with that seed (tde_det.data.detection
 .fashion_mnist_lt: which class is rare is drawn with the seed), trains with tde-det's Trainer
