@@ -17,8 +17,8 @@ from tde_det.data import register_datasets_from_config
 
 from .resume_check import check_resume_config
 
-__all__ = ["default_output_dir", "holds_training_run", "load_config", "parse_tool_args", "setup",
-           "tool_argument_parser", "tool_output_dir"]
+__all__ = ["default_output_dir", "holds_training_run", "load_config", "parse_tool_args",
+           "quiet_logging", "setup", "tool_argument_parser", "tool_output_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,3 +144,12 @@ def parse_tool_args(parser: argparse.ArgumentParser,
                      f"must name a key of the config)")
     args.opts = opts
     return args
+
+
+def quiet_logging(output: str) -> None:
+    """For the benchmark tools: Detectron2's and tde-det's loggers write to ``output/log.txt``,
+    and their plain stream handlers are set to show only warnings."""
+    for name in ("detectron2", "tde_det", "fvcore"):
+        for h in setup_logger(output, name=name, abbrev_name=name[:2]).handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                h.setLevel(logging.WARNING)

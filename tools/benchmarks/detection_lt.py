@@ -17,7 +17,6 @@ without background exemption) to --output; the LVIS API's printed tables to its 
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 import time
@@ -27,12 +26,12 @@ import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.evaluation import inference_on_dataset
-from detectron2.utils.logger import setup_logger
 
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
 from tde_det.data.detection.fashion_mnist_lt import write_fashion_mnist_lt_det
 from tde_det.engine import Trainer
+from tde_det.engine.setup import quiet_logging
 from tde_det.evaluation.alpha_sweep import best_alpha, check_alphas
 from tde_det.evaluation.detection_alpha_sweep import available_cpus, sweep_detection
 
@@ -243,14 +242,6 @@ def plot(runs: List[Dict], metrics: List[str], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def quiet_logging(output: str) -> None:
-    """Detectron2's and tde-det's INFO logs go to <output>/log.txt, warnings to the console."""
-    for name in ("detectron2", "tde_det", "fvcore"):
-        for h in setup_logger(output, name=name, abbrev_name=name[:2]).handlers:
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                h.setLevel(logging.WARNING)
 
 
 def main(argv=None) -> Dict:

@@ -14,7 +14,6 @@ to --output.
 """
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -23,11 +22,11 @@ from typing import Dict, List
 import numpy as np
 import torch
 from detectron2.config import get_cfg
-from detectron2.utils.logger import setup_logger
 
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
 from tde_det.engine import Trainer
+from tde_det.engine.setup import quiet_logging
 from tde_det.evaluation.alpha_sweep import best_alpha, check_alphas, sweep_classification_dataset
 from tde_det.layers import has_tde
 
@@ -159,15 +158,6 @@ def plot(runs: List[Dict], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def quiet_logging(output: str) -> None:
-    """Detectron2's and tde-det's INFO logs go to <output>/log.txt, warnings to the console."""
-    for name in ("detectron2", "tde_det", "fvcore"):
-        logger = setup_logger(output, name=name, abbrev_name=name[:2])
-        for h in logger.handlers:
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                h.setLevel(logging.WARNING)
 
 
 def main(argv=None) -> Dict:
