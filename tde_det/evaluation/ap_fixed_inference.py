@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .union_masks import predict_masks
 
 __all__ = ["AP_FIXED_CANDIDATES", "APFixedCandidates", "APFixedInference",
-           "detection_limit", "without_detection_limit"]
+           "candidates_and_standard", "detection_limit", "without_detection_limit"]
 
 # the key of each output dict of APFixedInference that holds its batch's APFixedCandidates
 AP_FIXED_CANDIDATES = "ap_fixed_candidates"
@@ -161,6 +161,19 @@ class APFixedInference(nn.Module):
                                                batched_inputs, images.image_sizes)
 
 
+def candidates_and_standard(heads, features, detections: List[Instances],
+                            batched_inputs: List[Dict], image_sizes: List,
+                            limit: Optional[int] = None):
+    """From each image's detections without a per-image limit: the batch's
+    :class:`APFixedCandidates` and, per image, the standard detections (before masks): the
+    first ``limit`` rows (default the heads' ``TEST.DETECTIONS_PER_IMAGE``; -1: all)."""
+    limit = detection_limit(heads) if limit is None else limit
+    # first: the candidates hold copies; post-processing rescales the prefix's boxes in place
+    candidates = APFixedCandidates(heads, features, detections, batched_inputs, image_sizes,
+                                   chunk=limit if limit > 0 else 300)
+    return candidates, [d[:limit] if limit >= 0 else d for d in detections]
+
+
 def standard_outputs_and_candidates(heads, features, detections: List[Instances],
                                     batched_inputs: List[Dict], image_sizes: List,
                                     limit: Optional[int] = None) -> List[Dict]:
@@ -168,11 +181,8 @@ def standard_outputs_and_candidates(heads, features, detections: List[Instances]
     ``limit`` rows, default the heads' ``TEST.DETECTIONS_PER_IMAGE``, with their masks and
     post-processing, as ``GeneralizedRCNN.inference``), each output dict also holding the
     batch's :class:`APFixedCandidates` under :data:`AP_FIXED_CANDIDATES`."""
-    limit = detection_limit(heads) if limit is None else limit
-    # first: the candidates hold copies; post-processing rescales the prefix's boxes in place
-    candidates = APFixedCandidates(heads, features, detections, batched_inputs, image_sizes,
-                                   chunk=limit if limit > 0 else 300)
-    standard = [d[:limit] if limit >= 0 else d for d in detections]
+    candidates, standard = candidates_and_standard(heads, features, detections, batched_inputs,
+                                                   image_sizes, limit)
     standard = heads.forward_with_given_boxes(features, standard)
     outputs = GeneralizedRCNN._postprocess(standard, batched_inputs, image_sizes)
     for output in outputs:

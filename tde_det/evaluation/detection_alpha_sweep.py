@@ -36,7 +36,7 @@ from tde_det.layers.checks import check_has_tde
 from tde_det.modeling.roi_heads import TDECascadeROIHeads
 
 from .alpha_sweep import NO_ALPHA, check_alphas
-from .ap_fixed_inference import APFixedCandidates, detection_limit
+from .ap_fixed_inference import candidates_and_standard
 from .progress import logged_progress
 from .lvis_records import RecordsLVISEvaluator
 from .shared_detections import MergedDetections
@@ -187,14 +187,14 @@ class DetectionAlphaSweep:
         proposals, _ = model.proposal_generator(images, features, None)
         per_alpha = self._detections(features, proposals)
         if self._ap_fixed:  # all the detections; each alpha's standard ones are their prefix
-            full, limit = per_alpha, detection_limit(heads)
-            # the candidates (copies) first: post-processing rescales the prefix's boxes
-            candidates = {alpha: APFixedCandidates(heads, features, of_alpha, batched_inputs,
-                                                   images.image_sizes,
-                                                   chunk=limit if limit > 0 else 300)
-                          for alpha, of_alpha in zip(self.alphas, full) if alpha in self._ap_fixed}
-            per_alpha = [[d[:limit] if limit >= 0 else d for d in of_alpha] for of_alpha in full]
-            self._process_standard(batched_inputs, images, features, per_alpha)
+            candidates, standard = {}, []
+            for alpha, of_alpha in zip(self.alphas, per_alpha):
+                of_candidates, prefix = candidates_and_standard(
+                    heads, features, of_alpha, batched_inputs, images.image_sizes)
+                if alpha in self._ap_fixed:
+                    candidates[alpha] = of_candidates
+                standard.append(prefix)
+            self._process_standard(batched_inputs, images, features, standard)
             for alpha, of_alpha in candidates.items():
                 self.evaluators[alpha].process_candidates(batched_inputs, of_alpha)
             return
