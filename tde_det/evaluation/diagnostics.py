@@ -11,6 +11,7 @@ import torch
 from tde_det.layers.tde_math import head_norms, split_heads, unit_heads
 
 from .lvis_records import run_lvis_evaluation
+from .per_class_ap import per_class_ap
 
 __all__ = ["lvis_per_category_ap", "per_class_accuracy", "per_class_feature_stats",
            "weight_norms"]
@@ -66,10 +67,4 @@ def lvis_per_category_ap(lvis_gt, results: list, iou_type: str, max_dets: int = 
     if not results:
         return {c: float("nan") for c in lvis_gt.get_cat_ids()}
     ev = run_lvis_evaluation(lvis_gt, results, iou_type, max_dets, fast)
-    precision = ev.eval["precision"]  # [T, R, K, A]
-    out = {}
-    for k, cat_id in enumerate(ev.params.cat_ids):
-        p = precision[:, :, k, 0]
-        p = p[p > -1]
-        out[cat_id] = float(p.mean() * 100) if p.size else float("nan")
-    return out
+    return {row["id"]: row["AP"] for row in per_class_ap(ev)}
