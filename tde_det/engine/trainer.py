@@ -52,7 +52,7 @@ class Trainer(DefaultTrainer):
 
     def train(self) -> Optional[Dict]:
         """Detectron2's training loop; returns :attr:`last_eval_results` (the last evaluation's
-        results, for classifiers as for detectors; None without an evaluation), not only
+        results, for classifiers as for detectors; empty without ``DATASETS.TEST``), not only
         when ``TEST.EXPECTED_RESULTS`` is set."""
         super().train()
         return self.last_eval_results
