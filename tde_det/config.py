@@ -44,6 +44,9 @@ def _add_method_config(cfg: CN) -> None:
     # mu: decay of the head-direction EMA (Assumption 1), x_bar <- mu * x_bar + mean(x).
     # Official LVIS head: 1 - 0.1 * 0.002 = 0.9998; official classification code: 0.9.
     cfg.MODEL.TDE.MU = 0.9998
+    # Update rule of that moving average: "sum" (x_bar <- mu * x_bar + mean(x), the official
+    # code's) or "average" (x_bar <- mu * x_bar + (1 - mu) * mean(x)); same direction at fixed mu.
+    cfg.MODEL.TDE.HEAD_DIRECTION_FORM = "sum"
     # Average the batch mean of the head direction across processes before the update, so that
     # every rank holds the same EMA (the official code does not).
     cfg.MODEL.TDE.SYNC_HEAD_DIRECTION = True
@@ -130,6 +133,13 @@ def _add_classification_config(cfg: CN) -> None:
     #       MU_LR_SCALE = 50, rescaled there once per epoch: the EMA freezes as cosine LR -> 0).
     cfg.MODEL.TDE.MU_SCHEDULE = "constant"
     cfg.MODEL.TDE.MU_LR_SCALE = 50.0
+    # Head direction that TDE (eq. 8) removes at test time, to ablate the tracked x_bar:
+    # "ema" (x_bar, the method), "ones" (the constant all-ones vector), "train_mean" (the mean
+    # feature of the training set after training, which tde_det.modeling.meta_arch.
+    # set_train_mean_direction computes), "random" (RANDOM_DIRECTION_SEED), "zero" (= no TDE).
+    cfg.MODEL.TDE.TEST_DIRECTION = "ema"
+    # Seed of the standard-normal "random" test direction.
+    cfg.MODEL.TDE.RANDOM_DIRECTION_SEED = 0
 
     # --- the BBN-style CIFAR ResNet (backbone "build_cifar_resnet_backbone") ---
     cfg.MODEL.CIFAR_RESNET = CN()

@@ -53,6 +53,19 @@ class Trainer(DefaultTrainer):
         self.check_datasets(cfg)
         super().__init__(cfg)
 
+    def train(self) -> Optional[Dict]:
+        """Detectron2's training loop; returns :attr:`last_eval_results` (the last evaluation's
+        results, for classifiers as for detectors; empty without ``DATASETS.TEST``), not only
+        when ``TEST.EXPECTED_RESULTS`` is set."""
+        super().train()
+        return self.last_eval_results
+
+    @property
+    def last_eval_results(self) -> Optional[Dict]:
+        """The results of the last evaluation during or after training (``TEST.EVAL_PERIOD``,
+        the final one), None before any."""
+        return getattr(self, "_last_eval_results", None)
+
     def load_state_dict(self, state_dict: Dict) -> None:
         """Detectron2's, which also takes the trainer state that Detectron2 0.6 saved when a
         later Detectron2 runs: 0.6 kept the iteration and the hooks' states (the LR scheduler's)

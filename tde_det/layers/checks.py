@@ -3,10 +3,22 @@ layers and the config checks, so that each rule and its message exist once."""
 import math
 from numbers import Real
 
-__all__ = ["CLASSIFIER_KINDS", "check_has_tde", "check_kind", "check_mu", "check_num_heads",
-           "check_real", "has_tde", "tde_undefined"]
+__all__ = ["CLASSIFIER_KINDS", "HEAD_DIRECTION_FORMS", "TEST_DIRECTIONS", "check_choice",
+           "check_has_tde", "check_kind", "check_mu", "check_num_heads", "check_real", "has_tde",
+           "tde_undefined"]
 
 CLASSIFIER_KINDS = ("linear", "cosine", "capsule", "deconfound")
+# Update rules of x_bar (Assumption 1): the decayed sum of batch means, or the (1 - mu) average.
+HEAD_DIRECTION_FORMS = ("sum", "average")
+# Head directions that TDE (eq. 8) can remove at test time (ablations of the tracked x_bar).
+TEST_DIRECTIONS = ("ema", "ones", "train_mean", "random", "zero")
+
+
+def check_choice(value, choices, name: str):
+    """Raise a ValueError naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} {value!r} is unknown; allowed: {', '.join(choices)}")
+    return value
 
 
 def check_kind(kind: str, name: str = "classifier kind") -> str:

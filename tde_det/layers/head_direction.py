@@ -5,9 +5,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .checks import check_mu, check_num_heads
+from .checks import HEAD_DIRECTION_FORMS, check_choice, check_mu, check_num_heads
 from .fused import HeadDirectionUpdate, kernels_for
-from .tde_math import head_norms, moving_sum_update_, row_sums, unit_heads
+from .tde_math import (
+    head_norms,
+    moving_average_update_,
+    moving_sum_update_,
+    row_sums,
+    unit_heads,
+)
 
 __all__ = ["HeadDirection"]
 
@@ -16,6 +22,9 @@ class HeadDirection(nn.Module):
     """Assumption 1: x_bar_t = mu * x_bar_{t-1} + mean_batch(x_t),  d_hat^k = x_bar^k / ||x_bar^k||.
 
     A decayed *sum* (no (1 - mu) factor): only its per-head direction is ever used (eq. 8).
+    ``form="average"`` (``MODEL.TDE.HEAD_DIRECTION_FORM``) uses the (1 - mu) moving average
+    instead: the same direction for a constant mu, another one when mu changes in training;
+    the Triton kernels do the sum form only, so the average form updates in eager PyTorch.
     The buffer ``ema`` ([dim], float32, zeros at first) is saved in the state dict.
     ``mu`` may be changed between updates (e.g. rescaled each epoch); it must lie in [0, 1].
     With ``sync`` (default) and an initialised ``torch.distributed`` group of more than one
@@ -29,8 +38,9 @@ class HeadDirection(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int = 2, mu: float = 0.9, sync: bool = True,
-                 fused: bool = False) -> None:
+                 fused: bool = False, form: str = "sum") -> None:
         super().__init__()
+        self.form = check_choice(form, HEAD_DIRECTION_FORMS, "head-direction form")
         check_num_heads(dim, num_heads, what="feature (dim)")
         self.dim = dim
         self.num_heads = num_heads
@@ -69,8 +79,8 @@ class HeadDirection(nn.Module):
             stats = torch.cat([total, count])
             dist.all_reduce(stats, op=dist.ReduceOp.SUM)
             total, count = stats[:-1], stats[-1:]
-        moving_sum_update_(self.ema, total.to(self.ema.device), count.to(self.ema.device),
-                           self._mu)
+        update = moving_sum_update_ if self.form == "sum" else moving_average_update_
+        update(self.ema, total.to(self.ema.device), count.to(self.ema.device), self._mu)
 
     def update_from_labels(self, features: Tensor, labels: Tensor, num_classes: int) -> None:
         """``update(features, keep=(0 <= labels) & (labels < num_classes))``: a detector's
@@ -82,7 +92,7 @@ class HeadDirection(nn.Module):
             return
         rows = features.detach()
         kernels = None
-        if self.fused:
+        if self.fused and self.form == "sum":
             if rows.dtype in (torch.float16, torch.bfloat16):  # AMP box features: exact in fp32
                 rows = rows.float()
             kernels = kernels_for(rows, self.ema)
@@ -102,8 +112,8 @@ class HeadDirection(nn.Module):
         synchronised x_bar (its all-reduce must come between the sums and the update), or not
         a training step (:meth:`moves`). Checks the shapes of what it returns as
         :meth:`update_from_labels`; changes nothing itself."""
-        if not self.moves() or not self.fused or kernels_for(features, self.ema) is None \
-                or self._syncing():
+        if not self.moves() or not self.fused or self.form != "sum" \
+                or kernels_for(features, self.ema) is None or self._syncing():
             return None  # (update_from_labels checks the shapes)
         self._check_labels(features, labels)
         return self.ema, labels.to(features.device), int(num_classes), self._mu
@@ -161,5 +171,6 @@ class HeadDirection(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, mu={self.mu}, sync={self.sync}"
-                + (", fused=True" if self.fused else ""))
+                + (", fused=True" if self.fused else "")
+                + (f", form={self.form!r}" if self.form != "sum" else ""))
 

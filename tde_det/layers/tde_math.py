@@ -17,6 +17,7 @@ __all__ = [
     "split_heads", "head_norms", "unit_heads", "denominators", "normalize_features",
     "normalize_weights", "classifier_logits", "tde_bias", "classifier_logits_and_tde_bias",
     "tde_logits", "background_exempted_probs", "row_sums", "moving_sum_update_",
+    "moving_average_update_",
 ]
 
 
@@ -226,3 +227,15 @@ def moving_sum_update_(ema: Tensor, total: Tensor, count: Tensor, mu: float) -> 
     no (1 - mu) factor: only its per-head direction is used). ``count`` 0 (no kept row) leaves
     x_bar unchanged (x_bar * 1 + 0 / 1: only a -0.0 turns +0.0). The division is in float64."""
     return ema.mul_(torch.where(count > 0, mu, 1.0)).addcdiv_(total, count.clamp_min(1.0))
+
+
+def moving_average_update_(ema: Tensor, total: Tensor, count: Tensor, mu: float) -> Tensor:
+    """The (1 - mu) form of Assumption 1 in place: x_bar <- mu * x_bar + (1 - mu) * total / count,
+    a true exponential moving average of batch means. With a constant mu (and x_bar = 0 at
+    first) it is (1 - mu) times :func:`moving_sum_update_`'s x_bar, so every head direction is
+    the same; they differ when mu changes during training (``MU_SCHEDULE`` "lr"). ``count`` 0
+    leaves x_bar unchanged."""
+    moved = count > 0
+    ema.mul_(torch.where(moved, mu, 1.0))
+    return ema.add_(torch.where(moved, (1.0 - mu) * total / count.clamp_min(1.0), 0.0)
+                    .to(ema.dtype))

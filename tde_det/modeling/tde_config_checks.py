@@ -3,7 +3,15 @@ key: a wrong value in a yaml file or an override is reported as the config key a
 a layer's argument."""
 from detectron2.config import CfgNode
 
-from tde_det.layers.checks import check_kind, check_mu, check_num_heads, check_real
+from tde_det.layers.checks import (
+    HEAD_DIRECTION_FORMS,
+    TEST_DIRECTIONS,
+    check_choice,
+    check_kind,
+    check_mu,
+    check_num_heads,
+    check_real,
+)
 
 __all__ = ["check_softmax_box_head", "check_tde_config"]
 
@@ -20,6 +28,8 @@ def check_tde_config(cfg: CfgNode, feature_dim: int, feature: str) -> None:
     check_real("MODEL.TDE.FEATURE_EPS", tde.FEATURE_EPS, 0.0, low_inclusive=False)
     check_real("MODEL.TDE.ALPHA (eq. 8)", tde.ALPHA, 0.0, low_inclusive=True)
     check_mu(tde.MU, name="MODEL.TDE.MU")
+    check_choice(tde.HEAD_DIRECTION_FORM, HEAD_DIRECTION_FORMS, "MODEL.TDE.HEAD_DIRECTION_FORM")
+    check_choice(tde.TEST_DIRECTION, TEST_DIRECTIONS, "MODEL.TDE.TEST_DIRECTION")
 
 
 def check_softmax_box_head(cfg: CfgNode) -> None:

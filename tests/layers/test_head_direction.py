@@ -159,3 +159,29 @@ def test_x_bar_moves_only_in_a_training_step_and_inputs_are_still_checked():
     model.train()
     model["a"].update(torch.ones(2, 4))
     assert not torch.equal(model["a"].ema, before["a"])
+
+
+def test_average_form_by_hand_and_its_direction():
+    avg = HeadDirection(4, num_heads=2, mu=0.5, form="average")
+    total = HeadDirection(4, num_heads=2, mu=0.5)
+    rows = [torch.tensor([[1.0, 2.0, 0.0, 4.0], [3.0, 4.0, 2.0, 0.0]]),
+            torch.tensor([[2.0, 0.0, 1.0, 1.0]])]
+    for r in rows:
+        avg.update(r)
+        total.update(r)
+    # 0.5 * (0.5 * [2, 3, 1, 2]) + 0.5 * [2, 0, 1, 1] = [1.5, 0.75, 0.75, 1]
+    assert torch.equal(avg.ema, torch.tensor([1.5, 0.75, 0.75, 1.0]))
+    # A constant mu: (1 - mu) times the decayed sum, so the same direction.
+    torch.testing.assert_close(avg.ema, 0.5 * total.ema)
+    torch.testing.assert_close(avg.direction(), total.direction())
+    # A mu that changes between updates gives another direction.
+    for hd in (avg, total):
+        hd.mu = 0.9
+        hd.update(torch.tensor([[0.0, 4.0, 4.0, 0.0]]))
+    assert not torch.allclose(avg.direction(), total.direction())
+    # No kept row leaves it unchanged.
+    before = avg.ema.clone()
+    avg.update(torch.ones(2, 4), keep=torch.tensor([False, False]))
+    assert torch.equal(avg.ema, before)
+    with pytest.raises(ValueError, match="head-direction form 'mean' is unknown"):
+        HeadDirection(4, form="mean")

@@ -1,16 +1,21 @@
 #!/usr/bin/env python
-"""Does TDE do on real images what the paper claims? (docs/evidence.md)
+"""Does TDE do on real long-tailed images what the paper claims, at a schedule fair to each
+method, and does the tracked head direction matter? (docs/evidence.md)
 
-For every seed, trains with tde-det's own Trainer and the configs
-``configs/FashionMNIST-LT/r{ratio}_{baseline,cosine,capsule,deconfound}.yaml`` a small CNN on
-Fashion-MNIST-LT, then, from ONE inference pass per split, chooses each TDE variant's alpha on the
-balanced validation split (a fine grid, default 0..3 by 0.05, best overall top-1) and reports on
-the 10,000-image test set many / medium / few / overall top-1 for baseline, cosine, cosine-TDE,
-capsule, capsule-TDE, de-confound and de-confound-TDE, as mean +- std over seeds. Writes
-``results.json`` and ``accuracy_vs_alpha.png`` (paper Fig. 4: test accuracy per group vs alpha)
-to --output.
+For every seed, method and schedule, trains with tde-det's own Trainer a classifier on a
+registered classification dataset (default: Fashion-MNIST-LT with the small CNN of
+``configs/FashionMNIST-LT/r{ratio}_deconfound.yaml``); each schedule is its own run of
+``multiple x SOLVER.MAX_ITER`` iterations with its own cosine decay. From one feature pass per
+split it then sweeps alpha for every test-time head direction (``MODEL.TDE.TEST_DIRECTION``:
+the EMA, all-ones, the mean training feature, a seeded random one, zero), chooses alpha on the
+balanced validation split and reports the test split. Each method is reported at its fair
+schedule, the one of best validation top-1 (the longest schedule may be not saturated: the tool
+says so), beside the table per schedule, the per-seed margins over the baseline and the
+head-direction ablation. Writes ``results.json``, ``accuracy_vs_alpha.png`` and
+``schedules_and_directions.png`` to --output.
 
-    python tools/benchmarks/real_lt.py --ratio 100 --seeds 0 1 2 --output output/evidence
+    python tools/benchmarks/real_lt.py --ratio 100 --seeds 0 1 2 --schedules 0.5 1 2 \\
+        --output output/evidence
 """
 import argparse
 import json
@@ -22,64 +27,164 @@ from typing import Dict, List
 import numpy as np
 import torch
 from detectron2.config import get_cfg
+from detectron2.evaluation import inference_context
 
 import tde_det  # noqa: F401  (registration)
 from tde_det import add_tde_config
+from tde_det.data.classification import train_class_counts
 from tde_det.engine import Trainer
 from tde_det.engine.setup import quiet_logging
-from tde_det.evaluation.alpha_sweep import best_alpha, check_alphas, sweep_classification_dataset
-from tde_det.layers import has_tde
+from tde_det.evaluation.alpha_sweep import ClassificationCache, check_alphas, sweep_classification
+from tde_det.layers import TEST_DIRECTIONS, has_tde
+from tde_det.modeling.meta_arch import set_train_mean_direction
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs", "FashionMNIST-LT")
-CLASSIFIERS = ("baseline", "cosine", "capsule", "deconfound")
-ROWS = [("baseline", "baseline", False), ("cosine", "cosine", False),
-        ("cosine-TDE", "cosine", True), ("capsule", "capsule", False),
-        ("capsule-TDE", "capsule", True), ("de-confound", "deconfound", False),
-        ("de-confound-TDE", "deconfound", True)]
-METRICS = ("many", "medium", "few", "top1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from real_lt_report import plot_alpha, plot_schedules, report, summarise  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# method -> (MODEL.TDE.CLASSIFIER, extra KEY VALUE overrides, SOLVER.BASE_LR factor).
+# Momentum 0 keeps SGD's step size lr / (1 - momentum): BASE_LR x 10 for the configs' 0.9.
+METHODS = {
+    "baseline": ("linear", [], 1.0),
+    "cosine": ("cosine", [], 1.0),
+    "capsule": ("capsule", [], 1.0),
+    "deconfound": ("deconfound", [], 1.0),
+    "deconfound-momentum0": ("deconfound", ["SOLVER.MOMENTUM", "0.0"], "momentum"),
+    "deconfound-average": ("deconfound", ["MODEL.TDE.HEAD_DIRECTION_FORM", "average"], 1.0),
+}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ratio", type=int, default=100, choices=(10, 50, 100))
+    p.add_argument("--ratio", type=int, default=100, choices=(10, 50, 100),
+                   help="Fashion-MNIST-LT imbalance ratio (default dataset and config)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--classifiers", nargs="+", default=list(CLASSIFIERS), choices=CLASSIFIERS)
+    p.add_argument("--methods", nargs="+", default=["baseline", "deconfound",
+                                                     "deconfound-momentum0"],
+                   choices=sorted(METHODS))
+    p.add_argument("--schedules", type=float, nargs="+", default=[0.5, 1.0, 2.0],
+                   help="multiples of SOLVER.MAX_ITER, each trained as its own run")
+    p.add_argument("--directions", nargs="+", default=list(TEST_DIRECTIONS),
+                   choices=TEST_DIRECTIONS, help="test-time head directions to ablate")
     p.add_argument("--alphas", type=float, nargs="+", default=None,
                    help="alpha grid (default: 0, 0.05, ..., 3)")
-    p.add_argument("--iters", type=int, default=0, help="override SOLVER.MAX_ITER (0: config)")
+    p.add_argument("--iters", type=int, default=0,
+                   help="SOLVER.MAX_ITER of the 1x schedule (0: the config's)")
+    p.add_argument("--config-file", default="",
+                   help="one config for every method (the method sets MODEL.TDE.CLASSIFIER and "
+                        "TEST_TDE; default: configs/FashionMNIST-LT/r<ratio>_deconfound.yaml)")
+    p.add_argument("--train", default="fashion_mnist_lt_r{ratio}_s{seed}_train",
+                   help="training split; {ratio} and {seed} are filled in")
+    p.add_argument("--val", default="fashion_mnist_lt_r{ratio}_s{seed}_val",
+                   help="balanced split on which alpha and the fair schedule are chosen")
+    p.add_argument("--test", default="fashion_mnist_lt_r{ratio}_s{seed}_test",
+                   help="split that is reported")
+    p.add_argument("--num-classes", type=int, default=0,
+                   help="MODEL.IMAGE_CLASSIFIER.NUM_CLASSES (0: the config's)")
+    p.add_argument("--many-threshold", type=int, default=-1,
+                   help="TEST.CLASSIFICATION.MANY_THRESHOLD (-1: the config's)")
+    p.add_argument("--few-threshold", type=int, default=-1,
+                   help="TEST.CLASSIFICATION.FEW_THRESHOLD (-1: the config's)")
     p.add_argument("--root", default="", help="folder of the Fashion-MNIST IDX files "
                    "(DATASETS.FASHION_MNIST.ROOT; default: Debian's)")
     p.add_argument("--output", default="output/evidence")
-    p.add_argument("--prefix", default="fashion_mnist_lt",
-                   help="registered dataset prefix (<prefix>_r<ratio>_s<seed>_{train,val,test})")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in <output>/runs.jsonl (same arguments) and "
+                        "train only the missing ones")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the runs in <output>/runs.jsonl (e.g. of a run "
+                        "that was stopped)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)
 
 
-def make_cfg(args, classifier: str, seed: int):
+def splits(args, seed: int) -> Dict[str, str]:
+    return {k: getattr(args, k).format(ratio=args.ratio, seed=seed)
+            for k in ("train", "val", "test")}
+
+
+def make_cfg(args, method: str, seed: int, multiple: float):
+    classifier, extra, lr_factor = METHODS[method]
     cfg = get_cfg()
     add_tde_config(cfg)
-    cfg.merge_from_file(os.path.join(CONFIG_DIR, f"r{args.ratio}_{classifier}.yaml"))
-    name = f"{args.prefix}_r{args.ratio}_s{seed}"
-    cfg.DATASETS.TRAIN = (f"{name}_train",)
-    cfg.DATASETS.TEST = ()  # evaluated here, from one pass per split
+    cfg.merge_from_file(args.config_file or os.path.join(
+        REPO, "configs", "FashionMNIST-LT", f"r{args.ratio}_deconfound.yaml"))
+    cfg.MODEL.TDE.CLASSIFIER = classifier
+    cfg.MODEL.TDE.TEST_TDE = has_tde(classifier)
+    names = splits(args, seed)
+    cfg.DATASETS.TRAIN = (names["train"],)
+    cfg.DATASETS.TEST = ()  # evaluated here, from one feature pass per split
     cfg.DATASETS.FASHION_MNIST.ROOT = args.root
     cfg.SEED = seed
     cfg.MODEL.DEVICE = "cpu"
-    cfg.OUTPUT_DIR = os.path.join(args.output, f"s{seed}_{classifier}")
-    if args.iters > 0:
-        cfg.SOLVER.MAX_ITER = args.iters
-        cfg.SOLVER.CHECKPOINT_PERIOD = args.iters
-        cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, max(args.iters // 4, 1))
-    cfg.merge_from_list(args.opts)
+    if args.num_classes > 0:
+        cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES = args.num_classes
+    if args.many_threshold >= 0:
+        cfg.TEST.CLASSIFICATION.MANY_THRESHOLD = args.many_threshold
+    if args.few_threshold >= 0:
+        cfg.TEST.CLASSIFICATION.FEW_THRESHOLD = args.few_threshold
+    momentum = cfg.SOLVER.MOMENTUM
+    cfg.merge_from_list(list(args.opts) + extra)
+    if lr_factor == "momentum":  # the same step size lr / (1 - momentum) as the config's SGD
+        cfg.SOLVER.BASE_LR *= (1.0 - cfg.SOLVER.MOMENTUM) / (1.0 - momentum)
+    base = args.iters if args.iters > 0 else cfg.SOLVER.MAX_ITER
+    iters = max(int(round(base * multiple)), 1)
+    cfg.SOLVER.MAX_ITER = iters
+    cfg.SOLVER.CHECKPOINT_PERIOD = iters
+    cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, max(iters // 4, 1))
+    cfg.OUTPUT_DIR = os.path.join(args.output, f"s{seed}_{method}_x{multiple:g}")
     cfg.freeze()
-    return cfg, name
+    return cfg, names
 
 
-def train_and_sweep(args, classifier: str, seed: int, alphas: List[float]) -> Dict:
-    """Train one model, then sweep alpha on val and test from one pass each."""
-    cfg, name = make_cfg(args, classifier, seed)
+@torch.no_grad()
+def features(model, loader):
+    """(pooled features [N, d], labels [N]) of every image of ``loader``, in eval mode."""
+    xs, ys = [], []
+    with inference_context(model):
+        for batch in loader:
+            xs.append(model.extract_features(model.preprocess_image(batch)).float())
+            ys.append(torch.as_tensor([int(d["label"]) for d in batch], dtype=torch.long))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def cosines(a: torch.Tensor, b: torch.Tensor, num_heads: int) -> List[float]:
+    """Per head: cos(a^k, b^k)."""
+    a, b = a.reshape(num_heads, -1).double(), b.reshape(num_heads, -1).double()
+    return torch.nn.functional.cosine_similarity(a, b, dim=1).tolist()
+
+
+def evaluate(cfg, model, names: Dict[str, str], directions: List[str], alphas: List[float]):
+    """Per test direction: the alpha sweep on val and test (no per-class rows), the alpha of
+    best val top-1, and the cosine of the direction with x_bar per head."""
+    c = cfg.TEST.CLASSIFICATION
+    counts = train_class_counts(names["test"])
+    feats = {s: features(model, Trainer.build_test_loader(cfg, names[s])) for s in ("val", "test")}
+    tde = has_tde(model.classifier.kind)
+    out = {}
+    for name in (directions if tde else ["ema"]):
+        if name == "train_mean":
+            set_train_mean_direction(model, Trainer.build_test_loader(cfg, names["train"]))
+        model.test_direction = name
+        grid = alphas if tde else [0.0]
+        rows = {}
+        for split, (x, y) in feats.items():
+            total, bias = model.logits_and_tde_bias(x)
+            sweep = sweep_classification(ClassificationCache(total, bias, y), grid, counts,
+                                         c.MANY_THRESHOLD, c.FEW_THRESHOLD, c.TOPK)
+            rows[split] = [{k: v for k, v in r.items() if k != "per_class"} for r in sweep]
+        best = max(sorted(rows["val"], key=lambda r: r["alpha"]), key=lambda r: r["top1"])
+        entry = {"alpha_val": best["alpha"], "val": rows["val"], "test": rows["test"]}
+        if tde:
+            entry["cos_with_ema"] = cosines(model.tde_direction(), model.head_direction.ema,
+                                            model.classifier.num_heads)
+        out[name] = entry
+    model.test_direction = "ema"
+    return out
+
+
+def train_and_evaluate(args, method, seed, multiple, alphas) -> Dict:
+    cfg, names = make_cfg(args, method, seed, multiple)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -88,76 +193,22 @@ def train_and_sweep(args, classifier: str, seed: int, alphas: List[float]) -> Di
     trainer.resume_or_load(resume=False)
     trainer.train()
     train_s = time.perf_counter() - t0
-    model = trainer.model
-    grid = alphas if has_tde(model.classifier.kind) else [0.0]
-    val, test = [sweep_classification_dataset(cfg, model, split, grid,
-                                              Trainer.build_test_loader(cfg, split))[0]
-                 for split in (f"{name}_val", f"{name}_test")]
-    chosen = best_alpha(val, "top1")["alpha"]
-    return {"classifier": classifier, "seed": seed, "train_seconds": train_s,
-            "max_iter": cfg.SOLVER.MAX_ITER, "alpha_val": chosen,
-            "val": [{k: v for k, v in r.items() if k != "per_class"} for r in val],
-            "test": [{k: v for k, v in r.items() if k != "per_class"} for r in test]}
+    result = evaluate(cfg, trainer.model, names, args.directions, alphas)
+    return {"method": method, "seed": seed, "multiple": multiple,
+            "max_iter": cfg.SOLVER.MAX_ITER, "train_seconds": train_s,
+            "eval_seconds": time.perf_counter() - t0 - train_s, "directions": result}
 
 
-def summarise(runs: List[Dict]) -> Dict:
-    """Per table row: the test metrics of every seed and their mean / std."""
-    table = {}
-    for label, classifier, tde in ROWS:
-        per_seed = []
-        for run in (r for r in runs if r["classifier"] == classifier):
-            alpha = run["alpha_val"] if tde else 0.0
-            row = next(r for r in run["test"] if r["alpha"] == alpha)
-            per_seed.append(dict({m: row[m] for m in METRICS}, alpha=alpha, seed=run["seed"]))
-        if not per_seed:
-            continue
-        table[label] = {"seeds": per_seed}
-        for m in METRICS + ("alpha",):
-            values = np.array([s[m] for s in per_seed], dtype=np.float64)
-            table[label][m] = {"mean": float(values.mean()), "std": float(values.std(ddof=0))}
-    return table
+def load_runs(path: str, jobs) -> List[Dict]:
+    """The runs of ``path`` (one json per line) that are among ``jobs``."""
+    if not os.path.exists(path):
+        return []
+    wanted = set(jobs)
+    with open(path) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    return [r for r in runs if (r["seed"], r["method"], r["multiple"]) in wanted]
 
 
-def print_table(table: Dict, file=sys.stdout) -> None:
-    header = ["", "many", "medium", "few", "overall", "alpha (val)"]
-    print("| " + " | ".join(header) + " |", file=file)
-    print("|" + "|".join(["---"] * len(header)) + "|", file=file)
-    for label, row in table.items():
-        cells = [f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" for m in METRICS]
-        alpha = "" if not label.endswith("TDE") else \
-            f"{row['alpha']['mean']:.2f} ± {row['alpha']['std']:.2f}"
-        print(f"| {label} | " + " | ".join(cells) + f" | {alpha} |", file=file)
-
-
-def plot(runs: List[Dict], path: str) -> None:
-    """Fig. 4 style: mean test accuracy (many / medium / few / overall) vs alpha per TDE head."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kinds = [c for c in ("deconfound", "cosine", "capsule") if any(r["classifier"] == c
-                                                                  for r in runs)]
-    if not kinds:
-        return
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False,
-                             sharey=True)
-    for ax, kind in zip(axes[0], kinds):
-        mine = [r for r in runs if r["classifier"] == kind]
-        alphas = [row["alpha"] for row in mine[0]["test"]]
-        for m, label in zip(METRICS, ("many", "medium", "few", "overall")):
-            ys = np.array([[row[m] for row in r["test"]] for r in mine])
-            ax.plot(alphas, ys.mean(0), label=label)
-        for r in mine:
-            ax.axvline(r["alpha_val"], color="grey", lw=0.6, ls=":")
-        ax.set_title(f"{kind}-TDE (test, mean of {len(mine)} seeds)", fontsize=9)
-        ax.set_xlabel("alpha (dotted: chosen on val)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("top-1 accuracy (%)")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def main(argv=None) -> Dict:
@@ -166,37 +217,61 @@ def main(argv=None) -> Dict:
                           .tolist())
     if 0.0 not in alphas:
         alphas = [0.0] + alphas
+    schedules = sorted(set(args.schedules))
+    if not schedules or min(schedules) <= 0:
+        raise ValueError(f"--schedules must be positive multiples of SOLVER.MAX_ITER, got "
+                         f"{args.schedules}")
     os.makedirs(args.output, exist_ok=True)
     quiet_logging(args.output)
-    jobs = [(s, c) for s in args.seeds for c in args.classifiers]
-    runs, start = [], time.perf_counter()
-    for i, (seed, classifier) in enumerate(jobs):
+    jobs = [(s, m, x) for s in args.seeds for x in schedules for m in args.methods]
+    cost = [make_cfg(args, m, s, x)[0].SOLVER.MAX_ITER for s, m, x in jobs]
+    runs_file = os.path.join(args.output, "runs.jsonl")
+    runs = load_runs(runs_file, jobs) if args.resume or args.report_only else []
+    if not (args.resume or args.report_only) and os.path.exists(runs_file):
+        os.remove(runs_file)
+    kept = {(r["seed"], r["method"], r["multiple"]) for r in runs}
+    if kept:
+        print(f"{len(kept)} of {len(jobs)} runs already in {runs_file}", flush=True)
+    if args.report_only:
+        kept = set(jobs)  # train nothing
+    start, done = time.perf_counter(), 0
+    todo = sum(c for j, c in zip(jobs, cost) if j not in kept)
+    for i, (seed, method, multiple) in enumerate(jobs):
+        if (seed, method, multiple) in kept:
+            continue
         elapsed = time.perf_counter() - start
-        eta = f", ETA {elapsed / i * (len(jobs) - i) / 60:.1f} min" if i else ""
-        print(f"[{i + 1}/{len(jobs)}] seed {seed}, {classifier}: training "
-              f"(elapsed {elapsed / 60:.1f} min{eta})", flush=True)
-        run = train_and_sweep(args, classifier, seed, alphas)
+        eta = f", ETA {elapsed / done * (todo - done) / 60:.1f} min" if done else ""
+        print(f"[{i + 1}/{len(jobs)}] seed {seed}, {method}, {multiple:g}x ({cost[i]} iters): "
+              f"training (elapsed {elapsed / 60:.1f} min{eta})", flush=True)
+        run = train_and_evaluate(args, method, seed, multiple, alphas)
         runs.append(run)
-        best = next(r for r in run["test"] if r["alpha"] == run["alpha_val"])
-        top1 = run["test"][0]["top1"]
-        print(f"    trained in {run['train_seconds']:.0f} s; test top-1 {top1:.2f}"
-              + (f", with TDE (alpha {run['alpha_val']} from val) {best['top1']:.2f}"
-                 if classifier != "baseline" else ""), flush=True)
-    table = summarise(runs)
+        with open(runs_file, "a") as f:
+            f.write(json.dumps(run) + "\n")
+        done += cost[i]
+        ema = run["directions"]["ema"]
+        best = next(r for r in ema["test"] if r["alpha"] == ema["alpha_val"])
+        print(f"    trained in {run['train_seconds']:.0f} s, evaluated in "
+              f"{run['eval_seconds']:.0f} s; test top-1 {ema['test'][0]['top1']:.2f}"
+              + (f", with TDE (alpha {ema['alpha_val']} from val) {best['top1']:.2f}"
+                 if len(ema["test"]) > 1 else ""), flush=True)
+    summary = summarise(runs, args.methods, schedules, args.directions)
     total = time.perf_counter() - start
-    result = {"ratio": args.ratio, "seeds": args.seeds, "alphas": alphas,
+    cfg = make_cfg(args, args.methods[0], args.seeds[0], 1.0)[0]
+    groups = cfg.TEST.CLASSIFICATION
+    dataset = args.test.format(ratio=args.ratio, seed="{seed}")
+    result = {"dataset": dataset, "ratio": args.ratio, "seeds": args.seeds,
+              "methods": args.methods, "schedules": schedules, "alphas": alphas,
+              "base_iters": args.iters if args.iters > 0 else cfg.SOLVER.MAX_ITER,
+              "many_threshold": groups.MANY_THRESHOLD, "few_threshold": groups.FEW_THRESHOLD,
               "total_seconds": total, "torch_threads": torch.get_num_threads(),
-              "table": table, "runs": runs}
+              "summary": summary, "runs": runs}
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
-    plot(runs, os.path.join(args.output, "accuracy_vs_alpha.png"))
-    groups = make_cfg(args, "baseline", args.seeds[0])[0].TEST.CLASSIFICATION
-    print(f"\nFashion-MNIST-LT, ratio {args.ratio}, test top-1 (%), mean ± std over seeds "
-          f"{args.seeds}; groups by training count (many > {groups.MANY_THRESHOLD}, "
-          f"few < {groups.FEW_THRESHOLD})")
-    print_table(table)
-    print(f"\ntotal {total / 60:.1f} min; wrote {args.output}/results.json and "
-          f"{args.output}/accuracy_vs_alpha.png")
+    plot_alpha(runs, summary, os.path.join(args.output, "accuracy_vs_alpha.png"))
+    plot_schedules(result, os.path.join(args.output, "schedules_and_directions.png"))
+    report(result)
+    print(f"\ntotal {total / 60:.1f} min; wrote {args.output}/results.json, "
+          f"accuracy_vs_alpha.png and schedules_and_directions.png")
     return result
 
 

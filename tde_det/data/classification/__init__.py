@@ -22,6 +22,7 @@ from .fashion_mnist import (
 from .long_tailed import (
     SHOT_GROUPS,
     array_dataset_dicts,
+    balanced_splits,
     held_out_indices,
     long_tailed_counts,
     long_tailed_indices,
@@ -36,7 +37,7 @@ from .transforms import CenterCrop, ColorJitter, PadRandomCrop, RandomResizedCro
 __all__ = [
     "FASHION_MNIST_CLASSES", "fashion_mnist_lt_splits", "load_fashion_mnist",
     "register_fashion_mnist_lt", "set_fashion_mnist_root", "SHOT_GROUPS", "CenterCrop",
-    "ClassificationDatasetMapper", "ColorJitter", "PadRandomCrop",
+    "ClassificationDatasetMapper", "ColorJitter", "PadRandomCrop", "balanced_splits",
     "RandomResizedCrop", "array_dataset_dicts", "build_classification_augmentation",
     "build_classification_test_loader", "build_classification_train_loader",
     "get_classification_dataset_dicts", "held_out_indices", "load_cifar", "load_split_file",

@@ -7,15 +7,14 @@ Debian's package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist`
 
 Splits of ``fashion_mnist_lt_r{ratio}_s{seed}`` (all deterministic given the seed):
 
-- ``_train``: the classes are ranked by a permutation drawn with the seed (which class is
-  frequent is random: Fashion-MNIST's classes differ widely in difficulty, so label order would
-  confound "tail" with "hard"); the class of rank r keeps
-  ``min(int(6000 * (1/ratio)^(r/9)), 6000 - val_per_class)`` images (6000 -> 60 at ratio 100;
-  only the head class is capped, to leave room for its validation images), drawn at random
-  (seeded) from the class's 6,000 training images;
-- ``_val``: ``val_per_class`` (registered names: 100) further images of every class, never used
-  by ``_train``
-  (balanced, for choosing alpha);
+- ``_val``: ``val_per_class`` (registered names: 100) images of every class, drawn at random
+  (seeded) and set aside first (balanced, for choosing alpha; never training images);
+- ``_train``: from the remaining ``6000 - val_per_class`` images per class (the train pool),
+  the classes are ranked by a permutation drawn with the seed (which class is frequent is
+  random: Fashion-MNIST's classes differ widely in difficulty, so label order would confound
+  "tail" with "hard"); the class of rank r keeps ``int(n * (1/ratio)^(r/9))`` images, n the
+  smallest class's pool (6000 - val_per_class: 5900 -> 59 at ratio 100), drawn at random
+  (seeded) from its pool;
 - ``_test``: the 10,000 test images.
 """
 import gzip
@@ -27,7 +26,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .long_tailed import array_dataset_dicts, long_tailed_counts, register_classification_dataset
+from .long_tailed import (
+    array_dataset_dicts,
+    balanced_splits,
+    long_tailed_indices,
+    register_classification_dataset,
+)
 
 __all__ = ["DEBIAN_FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES", "fashion_mnist_lt_splits",
            "load_fashion_mnist", "register_fashion_mnist_lt", "resolve_fashion_mnist_root",
@@ -115,23 +119,22 @@ def fashion_mnist_lt_splits(labels: np.ndarray, imbalance_ratio: float, seed: in
                             val_per_class: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train indices, val indices, class order) into the training pool (see module docstring).
 
-    ``class order[r]`` is the class of frequency rank r (0 = most frequent).
+    :func:`~.long_tailed.balanced_splits` first sets aside ``val_per_class`` images of every
+    class (seeded), then :func:`~.long_tailed.long_tailed_indices` draws the long-tailed
+    training split from the rest (seeded class order and images), so the two never share an
+    image. ``class order[r]`` is the class of frequency rank r (0 = most frequent).
     """
     labels = np.asarray(labels, dtype=np.int64)
-    pool = np.bincount(labels, minlength=_NUM_CLASSES)
-    if val_per_class < 0 or val_per_class >= pool.min():
-        raise ValueError(f"val_per_class must be in [0, {pool.min()}) (the smallest class has "
-                         f"{pool.min()} training images), got {val_per_class}")
-    rng = np.random.RandomState(seed)
-    order = rng.permutation(_NUM_CLASSES)
-    counts = long_tailed_counts(pool.max(), _NUM_CLASSES, imbalance_ratio)
-    train, val = [], []
-    for rank, cls in enumerate(order):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        n = min(counts[rank], len(idx) - val_per_class)
-        train.append(idx[:n])
-        val.append(idx[len(idx) - val_per_class:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val)), order
+    pool_counts = np.bincount(labels, minlength=_NUM_CLASSES)
+    if val_per_class < 0 or val_per_class >= pool_counts.min():
+        raise ValueError(f"val_per_class must be in [0, {pool_counts.min()}) (the smallest class "
+                         f"has {pool_counts.min()} training images), got {val_per_class}")
+    pool, val, _ = balanced_splits(labels, _NUM_CLASSES, val_per_class, seed=seed)
+    n_max = np.bincount(labels[pool], minlength=_NUM_CLASSES).min()  # every class can give it
+    train = pool[long_tailed_indices(labels[pool], _NUM_CLASSES, imbalance_ratio, n_max=n_max,
+                                     class_order_seed=seed, seed=seed)]
+    order = np.random.RandomState(seed).permutation(_NUM_CLASSES)  # long_tailed_indices' ranks
+    return np.sort(train), val, order
 
 
 def register_fashion_mnist_lt(prefix: str, imbalance_ratio: float, seed: int,

@@ -7,7 +7,7 @@ per-class counts define the many/medium/few groups) and optionally ``thing_class
 names; Detectron2's metadata name for them).
 """
 import os
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -16,6 +16,7 @@ __all__ = [
     "long_tailed_counts",
     "long_tailed_indices",
     "held_out_indices",
+    "balanced_splits",
     "array_dataset_dicts",
     "register_classification_dataset",
     "train_class_counts",
@@ -52,14 +53,16 @@ def long_tailed_counts(n_max: float, num_classes: int, imbalance_ratio: float) -
 
 def long_tailed_indices(labels: Sequence[int], num_classes: int, imbalance_ratio: float,
                         n_max: Optional[float] = None,
-                        class_order_seed: Optional[int] = None) -> np.ndarray:
+                        class_order_seed: Optional[int] = None,
+                        seed: Optional[int] = None) -> np.ndarray:
     """Indices (in the pool's order) of a long-tailed subset of a labelled pool.
 
-    Class i keeps its *first* ``long_tailed_counts(n_max, C, ratio)[rank(i)]`` images of the pool,
-    deterministically. ``n_max`` defaults to ``len(labels) / C`` (official code). ``rank(i) = i``
-    unless ``class_order_seed`` is given: then the classes are ranked by a permutation drawn
-    with ``np.random.RandomState(class_order_seed)`` (which class is frequent is then random but
-    reproducible).
+    Class i keeps ``long_tailed_counts(n_max, C, ratio)[rank(i)]`` images of the pool: its
+    *first* ones (deterministic) when ``seed`` is None, else ones drawn at random with
+    ``np.random.RandomState(seed)``. ``n_max`` defaults to ``len(labels) / C`` (official code).
+    ``rank(i) = i`` unless ``class_order_seed`` is given: then the classes are ranked by a
+    permutation drawn with ``np.random.RandomState(class_order_seed)`` (which class is frequent
+    is then random but reproducible).
     """
     labels = np.asarray(labels, dtype=np.int64)
     if n_max is None:
@@ -68,6 +71,7 @@ def long_tailed_indices(labels: Sequence[int], num_classes: int, imbalance_ratio
     order = np.arange(num_classes)
     if class_order_seed is not None:
         order = np.random.RandomState(class_order_seed).permutation(num_classes)
+    rng = None if seed is None else np.random.RandomState(seed)
     keep = []
     for rank, cls in enumerate(order):
         idx = np.flatnonzero(labels == cls)
@@ -75,8 +79,45 @@ def long_tailed_indices(labels: Sequence[int], num_classes: int, imbalance_ratio
             raise ValueError(f"class {cls} has {len(idx)} images in the pool, but the long-tailed "
                              f"profile (n_max={n_max}, ratio={imbalance_ratio}) asks for "
                              f"{counts[rank]}")
+        if rng is not None:
+            idx = rng.permutation(idx)
         keep.append(idx[: counts[rank]])
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+def balanced_splits(labels: Sequence[int], num_classes: int, val_per_class: int,
+                    test_per_class: int = 0, seed: Optional[int] = None
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train pool, val, test): sorted, pairwise disjoint indices into ``labels``.
+
+    Every class gives ``val_per_class`` images to val and ``test_per_class`` to test (balanced
+    splits) and the rest to the train pool, from which :func:`long_tailed_indices` then draws
+    the long-tailed training split (``pool[long_tailed_indices(labels[pool], ...)]``): no
+    validation or test image is ever a training image, the head class included. Which images
+    go where: the last ones of each class (val before test) when ``seed`` is None, else a
+    permutation drawn with ``np.random.RandomState(seed)``. A class with no image left for the
+    pool is an error naming it.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if val_per_class < 0 or test_per_class < 0:
+        raise ValueError(f"val_per_class and test_per_class must be >= 0, got {val_per_class} "
+                         f"and {test_per_class}")
+    rng = None if seed is None else np.random.RandomState(seed)
+    held = val_per_class + test_per_class
+    pool, val, test = [], [], []
+    for cls in range(num_classes):
+        idx = np.flatnonzero(labels == cls)
+        if len(idx) <= held:
+            raise ValueError(f"class {cls} has {len(idx)} images: none would be left for "
+                             f"training after {val_per_class} validation and {test_per_class} "
+                             f"test images")
+        if rng is not None:
+            idx = rng.permutation(idx)
+        n = len(idx) - held
+        pool.append(idx[:n])
+        val.append(idx[n:n + val_per_class])
+        test.append(idx[n + val_per_class:])
+    return tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in (pool, val, test))
 
 
 def held_out_indices(labels: Sequence[int], num_classes: int, per_class: int) -> np.ndarray:
@@ -84,7 +125,7 @@ def held_out_indices(labels: Sequence[int], num_classes: int, per_class: int) ->
 
     Disjoint from :func:`long_tailed_indices` for every class whose kept count plus
     ``per_class`` fits in the pool; a class that keeps all its images (class 0 keeps n_max)
-    shares them.
+    shares them. :func:`balanced_splits` gives splits that are disjoint for every class.
     """
     labels = np.asarray(labels, dtype=np.int64)
     keep = [np.flatnonzero(labels == c)[-per_class:] for c in range(num_classes)] \

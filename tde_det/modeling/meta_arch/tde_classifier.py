@@ -4,6 +4,7 @@ backbone -> global average pooling of one output -> ``NormalizedClassifier`` (eq
 ablation). Training: softmax cross-entropy on eq. 7 logits, and the head-direction EMA
 (Assumption 1) updated from all samples' detached features. Inference: eq. 8 (TDE) logits when
 ``MODEL.TDE.TEST_TDE`` and alpha > 0, and always the plain eq. 7 logits, from one forward pass.
+The direction that eq. 8 removes is x_bar unless ``MODEL.TDE.TEST_DIRECTION`` names an ablation.
 """
 import logging
 from typing import Dict, List, Sequence, Tuple
@@ -14,8 +15,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from torch import nn
 
-from tde_det.layers import HeadDirection, NormalizedClassifier
-from tde_det.layers.checks import check_has_tde, check_real
+from tde_det.layers import TEST_DIRECTIONS, HeadDirection, NormalizedClassifier, fixed_direction
+from tde_det.layers.checks import check_choice, check_has_tde, check_real
 from tde_det.layers.tde_math import tde_logits
 
 from ..tde_config_checks import check_tde_config
@@ -40,7 +41,8 @@ class TDEImageClassifier(nn.Module):
     @configurable
     def __init__(self, *, backbone: Backbone, in_feature: str, classifier: NormalizedClassifier,
                  head_direction: HeadDirection, alpha: float, test_tde: bool,
-                 pixel_mean: Sequence[float], pixel_std: Sequence[float]):
+                 pixel_mean: Sequence[float], pixel_std: Sequence[float],
+                 test_direction: str = "ema", random_direction_seed: int = 0):
         """
         Args:
             backbone: a Detectron2 backbone; ``in_feature`` names the output that is pooled.
@@ -49,6 +51,10 @@ class TDEImageClassifier(nn.Module):
             alpha: alpha of eq. 8. test_tde: apply eq. 8 in inference (needs alpha > 0 to
                 change anything, and a normalised classifier).
             pixel_mean, pixel_std: per-channel normalisation of the input images.
+            test_direction: the head direction eq. 8 removes (``MODEL.TDE.TEST_DIRECTION``):
+                "ema" (x_bar), "ones", "train_mean" (the buffer ``train_mean_direction``, set
+                by :func:`set_train_mean_direction` after training), "random" (seeded by
+                ``random_direction_seed``) or "zero" (eq. 7).
         """
         super().__init__()
         if in_feature not in backbone.output_shape():
@@ -65,6 +71,10 @@ class TDEImageClassifier(nn.Module):
         self.head_direction = head_direction
         self.alpha = check_real("MODEL.TDE.ALPHA (eq. 8)", alpha, 0.0, low_inclusive=True)
         self.test_tde = bool(test_tde)
+        self.test_direction = test_direction
+        self.random_direction_seed = int(random_direction_seed)
+        # Mean training feature, computed after training (not saved: recomputed per model).
+        self.register_buffer("train_mean_direction", torch.zeros(head_direction.dim), False)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -85,7 +95,8 @@ class TDEImageClassifier(nn.Module):
             num_heads=tde.NUM_HEADS, tau=tde.TAU, gamma=tde.GAMMA, eps=tde.FEATURE_EPS,
             fused=tde.FUSED_KERNELS)
         head_direction = HeadDirection(dim, num_heads=tde.NUM_HEADS, mu=tde.MU,
-                                       sync=tde.SYNC_HEAD_DIRECTION)
+                                       sync=tde.SYNC_HEAD_DIRECTION,
+                                       form=tde.HEAD_DIRECTION_FORM)
         return {
             "backbone": backbone,
             "in_feature": in_feature,
@@ -95,11 +106,38 @@ class TDEImageClassifier(nn.Module):
             "test_tde": tde.TEST_TDE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
+            "test_direction": tde.TEST_DIRECTION,
+            "random_direction_seed": tde.RANDOM_DIRECTION_SEED,
         }
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    @property
+    def test_direction(self) -> str:
+        return self._test_direction
+
+    @test_direction.setter
+    def test_direction(self, value: str) -> None:
+        self._test_direction = check_choice(value, TEST_DIRECTIONS, "MODEL.TDE.TEST_DIRECTION")
+
+    def tde_direction(self) -> torch.Tensor:
+        """[d] the head direction that eq. 8 removes (``test_direction``); raises for a train
+        mean never computed. x_bar is checked by :meth:`inference` (``check_for_tde``)."""
+        name = self.test_direction
+        if name == "ema":
+            return self.head_direction.direction()
+        if name == "train_mean":
+            d = self.train_mean_direction
+            if not bool(torch.isfinite(d).all()) or not bool(d.ne(0).any()):
+                raise RuntimeError(
+                    "MODEL.TDE.TEST_DIRECTION 'train_mean' needs the mean training feature, "
+                    "which is zero or not finite: compute it after training with "
+                    "tde_det.modeling.meta_arch.set_train_mean_direction(model, loader)")
+            return d
+        return fixed_direction(name, self.head_direction.dim,
+                               self.random_direction_seed).to(self.device)
 
     @property
     def applies_tde(self) -> bool:
@@ -138,17 +176,18 @@ class TDEImageClassifier(nn.Module):
         if self.classifier.kind == "linear":
             total = self.classifier(x)
             return total, torch.zeros_like(total)
-        return self.classifier.logits_and_tde_bias(x, self.head_direction.direction())
+        return self.classifier.logits_and_tde_bias(x, self.tde_direction())
 
     @torch.no_grad()
     def inference(self, x: torch.Tensor) -> List[Dict]:
         """Per image: eq. 8 logits (when TDE is applied) and eq. 7 logits, from features ``x``."""
-        plain, bias = self.logits_and_tde_bias(x)
         if self.applies_tde:
-            self.head_direction.check_for_tde()
+            if self.test_direction == "ema":
+                self.head_direction.check_for_tde()
+            plain, bias = self.logits_and_tde_bias(x)
             final = tde_logits(plain, bias, self.alpha)
         else:
-            final = plain
+            final = plain = self.classifier(x)
         probs = F.softmax(final, dim=1)
         return [
             {"logits": final[i], "probs": probs[i], "logits_no_tde": plain[i],

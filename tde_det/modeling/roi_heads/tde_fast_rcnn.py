@@ -53,7 +53,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                  tau: float = 16.0, gamma: float = 1 / 32, feature_eps: float = 1e-9,
                  alpha: float = 1.5, test_tde: bool = True, background_exempted: bool = True,
                  mu: float = 0.9998, sync_head_direction: bool = True,
-                 fused_kernels: bool = False, log_period: int = 0, **kwargs):
+                 fused_kernels: bool = False, log_period: int = 0,
+                 head_direction_form: str = "sum", **kwargs):
         """
         Args:
             input_shape, kwargs: as ``FastRCNNOutputLayers`` (``box2box_transform``,
@@ -67,6 +68,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                 steps on float32 CUDA tensors (``MODEL.TDE.FUSED_KERNELS``).
             log_period: every this many training iterations, put the head direction's
                 metrics into the EventStorage (``MODEL.TDE.LOG_PERIOD``; 0: never).
+            head_direction_form: x_bar's update rule, "sum" or "average"
+                (``MODEL.TDE.HEAD_DIRECTION_FORM``).
         """
         super().__init__(input_shape, **kwargs)
         in_features = self.cls_score.in_features
@@ -77,7 +80,8 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
                                               gamma=gamma, eps=feature_eps,
                                               fused=fused_kernels)
         self.head_direction = HeadDirection(in_features, num_heads=num_heads, mu=mu,
-                                            sync=sync_head_direction, fused=fused_kernels)
+                                            sync=sync_head_direction, fused=fused_kernels,
+                                            form=head_direction_form)
         self.alpha = alpha
         self.test_tde = bool(test_tde)
         self.background_exempted = bool(background_exempted)
@@ -107,11 +111,16 @@ class TDEFastRCNNOutputLayers(FastRCNNOutputLayers):
         check_tde_config(cfg, dim, "box-head feature (MODEL.ROI_BOX_HEAD.FC_DIM; without fc "
                                    "layers, CONV_DIM x POOLER_RESOLUTION^2)")
         tde = cfg.MODEL.TDE
+        if tde.TEST_DIRECTION != "ema":
+            raise ValueError(f"MODEL.TDE.TEST_DIRECTION {tde.TEST_DIRECTION!r}: the detection "
+                             f"head removes its tracked x_bar only; set it to 'ema' (the "
+                             f"direction ablation is for the image classifier)")
         ret.update(classifier_kind=tde.CLASSIFIER, num_heads=tde.NUM_HEADS, tau=tde.TAU,
                    gamma=tde.GAMMA, feature_eps=tde.FEATURE_EPS, alpha=tde.ALPHA,
                    test_tde=tde.TEST_TDE, background_exempted=tde.BACKGROUND_EXEMPTED,
                    mu=tde.MU, sync_head_direction=tde.SYNC_HEAD_DIRECTION,
-                   fused_kernels=tde.FUSED_KERNELS, log_period=tde.LOG_PERIOD)
+                   fused_kernels=tde.FUSED_KERNELS, log_period=tde.LOG_PERIOD,
+                   head_direction_form=tde.HEAD_DIRECTION_FORM)
         return ret
 
     @property

@@ -37,9 +37,9 @@ def test_counts_follow_the_cifar_lt_formula_on_a_seeded_class_order():
     train, val, order = fashion_mnist_lt_splits(labels, 100, seed=3, val_per_class=100)
     counts = np.bincount(labels[train], minlength=10)
     by_rank = counts[order]
-    # int(6000 * 0.01 ** (r / 9)), the head class capped at 6000 - 100 for its validation images.
-    expected = [5900] + [int(6000 * 0.01 ** (r / 9)) for r in range(1, 10)]
-    assert by_rank.tolist() == expected and by_rank[-1] == 60
+    # int(5900 * 0.01 ** (r / 9)): the profile on the 5,900 images left after validation.
+    expected = [int(5900 * 0.01 ** (r / 9)) for r in range(10)]
+    assert by_rank.tolist() == expected and by_rank[0] == 5900 and by_rank[-1] == 59
     assert np.bincount(labels[val], minlength=10).tolist() == [100] * 10
     assert not set(train) & set(val)  # validation images are never training images
     # The class order is a seeded permutation, not the label order, and differs across seeds.
@@ -65,7 +65,7 @@ def test_registered_splits_and_shot_counts(idx_root):
     assert len(test) == 70 and len(val) == 100
     assert not {d["image_id"] for d in train} & {d["image_id"] for d in val}
     counts = train_class_counts("fm_test_r10_s0_test")
-    assert sorted(counts.tolist(), reverse=True)[0] == 120 and counts.min() == 13
+    assert sorted(counts.tolist(), reverse=True)[0] == 120 and counts.min() == 12  # 120 / 10
     assert MetadataCatalog.get("fm_test_r10_s0_val").thing_classes[8] == "Bag"
     assert train[0]["image"].shape == (28, 28)
 

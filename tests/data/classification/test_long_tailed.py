@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from tde_det.data.classification import (
+    balanced_splits,
     held_out_indices,
     long_tailed_counts,
     long_tailed_indices,
@@ -55,6 +56,40 @@ def test_held_out_validation_is_the_last_images_of_each_class():
     # Disjoint from the long-tailed subset except where a class keeps all its images.
     lt = long_tailed_indices(labels, 2, 4)  # keeps 4 of class 0, 1 of class 1
     assert set(lt) & set(held_out_indices(labels, 2, 1)) == {6}
+
+
+def test_seeded_draw_of_the_kept_images():
+    labels = np.repeat(np.arange(3), 40)
+    first = long_tailed_indices(labels, 3, 4)
+    a, b = (long_tailed_indices(labels, 3, 4, seed=s) for s in (1, 1))
+    other = long_tailed_indices(labels, 3, 4, seed=2)
+    assert np.array_equal(a, b) and not np.array_equal(a, first) and not np.array_equal(a, other)
+    # Same counts per class as the first-images draw, only other images.
+    assert np.bincount(labels[a]).tolist() == np.bincount(labels[first]).tolist() == [40, 20, 10]
+
+
+@pytest.mark.parametrize("seed", [None, 0, 5])
+def test_balanced_splits_are_disjoint_for_every_class(seed):
+    labels = np.random.RandomState(0).permutation(np.repeat(np.arange(4), 12))
+    pool, val, test = balanced_splits(labels, 4, val_per_class=3, test_per_class=2, seed=seed)
+    assert np.bincount(labels[val]).tolist() == [3] * 4
+    assert np.bincount(labels[test]).tolist() == [2] * 4
+    assert np.bincount(labels[pool]).tolist() == [7] * 4
+    assert not (set(pool) & set(val) or set(pool) & set(test) or set(val) & set(test))
+    assert len(pool) + len(val) + len(test) == len(labels)
+    # The long-tailed subset drawn from the pool keeps the head class out of val and test.
+    train = pool[long_tailed_indices(labels[pool], 4, 7)]
+    assert not set(train) & (set(val) | set(test))
+    assert np.bincount(labels[train]).max() == 7
+    if seed is None:  # the last images of each class, val before test
+        last = [np.flatnonzero(labels == c)[-5:] for c in range(4)]
+        assert set(val) | set(test) == set(np.concatenate(last))
+
+
+def test_balanced_splits_name_a_class_with_no_training_image():
+    labels = np.array([0, 0, 0, 1, 1])
+    with pytest.raises(ValueError, match="class 1 has 2 images: none would be left"):
+        balanced_splits(labels, 2, val_per_class=1, test_per_class=1)
 
 
 def test_shot_group_boundaries():

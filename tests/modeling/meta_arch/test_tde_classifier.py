@@ -141,3 +141,73 @@ def test_unknown_in_feature_names_the_config_key():
     cfg.MODEL.IMAGE_CLASSIFIER.IN_FEATURE = "res4"
     with pytest.raises(ValueError, match="MODEL.IMAGE_CLASSIFIER.IN_FEATURE='res4'"):
         build_model(cfg)
+
+
+def trained(model):
+    model.train()(batch())
+    return model.eval()
+
+
+def test_test_directions_replace_the_ema_in_eq8():
+    from tde_det.layers import fixed_direction
+    from tde_det.layers.tde_math import classifier_logits_and_tde_bias
+
+    model = trained(make_model(alpha=1.0))
+    x = model.extract_features(model.preprocess_image(batch(4)))
+    c = model.classifier
+    args = (c.weight, c.kind, c.num_heads, c.tau, c.gamma, c.eps)
+    z_ema, b_ema = model.logits_and_tde_bias(x)
+    for name in ("ones", "random", "zero"):
+        model.test_direction = name
+        z, b = model.logits_and_tde_bias(x)
+        _, expected = classifier_logits_and_tde_bias(x, args[0], fixed_direction(name, 128, 0),
+                                                     *args[1:])
+        torch.testing.assert_close(z, z_ema)
+        torch.testing.assert_close(b, expected)
+    assert torch.equal(b, torch.zeros_like(b))  # zero: eq. 8 is eq. 7
+    out = model(batch(4))
+    torch.testing.assert_close(torch.stack([o["logits"] for o in out]),
+                               torch.stack([o["logits_no_tde"] for o in out]))
+    model.test_direction = "random"
+    b1 = model.logits_and_tde_bias(x)[1]
+    model.random_direction_seed = 1
+    assert not torch.allclose(b1, model.logits_and_tde_bias(x)[1])  # the seed matters
+    with pytest.raises(ValueError, match="MODEL.TDE.TEST_DIRECTION 'mean' is unknown"):
+        model.test_direction = "mean"
+
+
+def test_train_mean_direction_is_computed_after_training():
+    from tde_det.modeling.meta_arch import set_train_mean_direction
+
+    model = trained(make_model(alpha=1.0))
+    model.test_direction = "train_mean"
+    with pytest.raises(RuntimeError, match="set_train_mean_direction"):
+        model(batch(2))
+    loader = [batch(4), batch(2)]
+    mean = set_train_mean_direction(model, loader)
+    x = torch.cat([model.extract_features(model.preprocess_image(b)) for b in loader])
+    torch.testing.assert_close(mean, x.mean(0))
+    assert torch.equal(model.train_mean_direction, mean)
+    assert not model.training  # eval mode restored
+    z, b = model.logits_and_tde_bias(x)
+    torch.testing.assert_close(b, model.classifier.tde_bias(x, mean))
+    assert "train_mean_direction" not in model.state_dict()  # recomputed, not saved
+
+
+def test_test_direction_config_keys():
+    cfg = get_cfg()
+    add_tde_config(cfg)
+    cfg.merge_from_list(["MODEL.META_ARCHITECTURE", "TDEImageClassifier",
+                         "MODEL.BACKBONE.NAME", "build_cifar_resnet_backbone",
+                         "MODEL.CIFAR_RESNET.DEPTH", "8", "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES",
+                         "5", "MODEL.DEVICE", "cpu", "MODEL.TDE.TEST_DIRECTION", "random",
+                         "MODEL.TDE.RANDOM_DIRECTION_SEED", "3",
+                         "MODEL.TDE.HEAD_DIRECTION_FORM", "average"])
+    model = build_model(cfg)
+    assert (model.test_direction, model.random_direction_seed) == ("random", 3)
+    assert model.head_direction.form == "average"
+    for key, value in (("TEST_DIRECTION", "mean"), ("HEAD_DIRECTION_FORM", "ema")):
+        bad = cfg.clone()
+        bad.merge_from_list([f"MODEL.TDE.{key}", value])
+        with pytest.raises(ValueError, match=f"MODEL.TDE.{key} '{value}' is unknown"):
+            build_model(bad)

@@ -55,6 +55,9 @@ BAD_TDE_VALUES = [
     (dict(ALPHA=float("nan")), r"MODEL.TDE.ALPHA \(eq. 8\) must be a finite number >= 0.0"),
     (dict(ALPHA=-1.0), r"MODEL.TDE.ALPHA \(eq. 8\) must be a finite number >= 0.0, got -1.0"),
     (dict(MU=1.5), r"MODEL.TDE.MU must be a number in \[0, 1\] \(Assumption 1\), got 1.5"),
+    (dict(HEAD_DIRECTION_FORM="mean"), r"MODEL.TDE.HEAD_DIRECTION_FORM 'mean' is unknown"),
+    (dict(TEST_DIRECTION="ones"), r"MODEL.TDE.TEST_DIRECTION 'ones': the detection head removes "
+                                  r"its tracked x_bar only"),
 ]
 
 
@@ -175,3 +178,8 @@ def test_tde_off_scores_equal_deconfound_scores(monkeypatch):
             heads(None, features, proposals)
     assert torch.equal(captured[0], captured[1])
     assert not torch.allclose(captured[0], captured[2])
+
+
+def test_average_head_direction_form_reaches_every_stage():
+    heads = build(HEAD_DIRECTION_FORM="average")
+    assert {p.head_direction.form for p in heads.box_predictor} == {"average"}
