@@ -8,9 +8,10 @@ the linear baseline and the de-confound Cascade Mask R-CNN
 test canvases: the baseline; de-confound with alpha = 0 (eq. 7 alone); TDE at the alpha chosen
 on the validation canvases (``--metric``, from one inference pass: ``sweep_detection``); TDE
 without background exemption (``MODEL.TDE.BACKGROUND_EXEMPTED False``, same weights) at that
-alpha. bbox and segm ``--metrics`` (AP, APr, APc, APf) as mean +- std over seeds, per-seed
-deltas; writes ``results.json`` and ``ap_vs_alpha.png`` (test AP per group vs alpha, with and
-without background exemption) to --output; the LVIS API's printed tables to its lvis_eval.txt.
+alpha. bbox and segm ``--metrics`` (AP, APr, APc, APf and, with ``--ap-fixed K``, the same
+four as AP-fixed with K detections per class: docs/lvis_metrics.md) as mean +- std over seeds,
+per-seed deltas; writes ``results.json`` and ``ap_vs_alpha.png`` (test AP per group vs alpha,
+with and without background exemption) to --output; the LVIS API's tables to its lvis_eval.txt.
 
     python tools/benchmarks/detection_lt.py --seeds 0 1 2 --output output/detection_evidence
 """
@@ -33,12 +34,14 @@ from tde_det.data.detection.fashion_mnist_lt import write_fashion_mnist_lt_det
 from tde_det.engine import Trainer
 from tde_det.engine.setup import quiet_logging
 from tde_det.evaluation.alpha_sweep import best_alpha, check_alphas
+from tde_det.evaluation.ap_fixed import AP_FIXED_METRICS
+from tde_det.evaluation.ap_fixed_inference import APFixedInference
 from tde_det.evaluation.detection_alpha_sweep import available_cpus, sweep_detection
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs", "FashionMNIST-LT-Det")
 TASKS = ("bbox", "segm")
-# Metrics of each task's table; an AP-fixed evaluator's columns can be added with --metrics
+# Metrics of each task's table (and of the plot); --ap-fixed adds AP_FIXED_METRICS' columns.
 METRICS = ("AP", "APr", "APc", "APf")
 ROWS = ("baseline", "de-confound", "de-confound-TDE", "TDE w/o bg exemption")
 DELTAS = (("de-confound - baseline", "de-confound", "baseline"),
@@ -53,8 +56,12 @@ def parse_args(argv=None):
     p.add_argument("--alphas", type=float, nargs="+", default=None,
                    help="alpha grid (default: 0, 0.25, ..., 3)")
     p.add_argument("--metric", default="segm/AP", help="val column that chooses alpha")
-    p.add_argument("--metrics", nargs="+", default=list(METRICS),
-                   help="columns of each task reported (e.g. add an AP-fixed column)")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="columns of each task reported (default: AP, APr, APc, APf and their "
+                        "AP-fixed with --ap-fixed)")
+    p.add_argument("--ap-fixed", type=int, default=300, metavar="K",
+                   help="also report AP-fixed with K detections per class (LVIS: 10000 for "
+                        "19,809 images; 0: off)")
     p.add_argument("--iters", type=int, default=0, help="override SOLVER.MAX_ITER (0: config)")
     p.add_argument("--root", default="", help="folder of the Fashion-MNIST IDX files "
                    "(default: $DETECTRON2_DATASETS/fashion-mnist, else Debian's)")
@@ -89,6 +96,8 @@ def make_cfg(args, kind: str, seed: int, data: Dict, background_exempted: bool =
         cfg.SOLVER.MAX_ITER = cfg.SOLVER.CHECKPOINT_PERIOD = args.iters
         cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, max(args.iters // 4, 1))
         cfg.SOLVER.STEPS = tuple(s for s in cfg.SOLVER.STEPS if s < args.iters)
+    if args.ap_fixed:
+        cfg.TEST.AP_FIXED.ENABLED, cfg.TEST.AP_FIXED.DETS_PER_CLASS = True, args.ap_fixed
     cfg.merge_from_list(args.opts)
     cfg.MODEL.TDE.BACKGROUND_EXEMPTED = background_exempted
     cfg.freeze()
@@ -137,7 +146,9 @@ def run_seed(args, seed: int, alphas: List[float], progress) -> Dict:
     model.eval()
     t0 = time.perf_counter()
     with lvis_printout(args.output):
-        baseline = _flat(inference_on_dataset(model, Trainer.build_test_loader(cfg, names[2]),
+        # with AP-fixed, the wrapper gives the evaluator each image's candidates too
+        runner = APFixedInference(model) if cfg.TEST.AP_FIXED.ENABLED else model
+        baseline = _flat(inference_on_dataset(runner, Trainer.build_test_loader(cfg, names[2]),
                                               Trainer.build_evaluator(cfg, names[2], "")))
     eval_s = time.perf_counter() - t0
     progress(f"seed {seed}, de-confound: training")
@@ -246,6 +257,10 @@ def plot(runs: List[Dict], metrics: List[str], path: str) -> None:
 
 def main(argv=None) -> Dict:
     args = parse_args(argv)
+    if args.ap_fixed < 0:
+        raise SystemExit(f"--ap-fixed: K must be >= 0 (0: off), got {args.ap_fixed}")
+    if args.metrics is None:
+        args.metrics = list(METRICS) + (list(AP_FIXED_METRICS.values()) if args.ap_fixed else [])
     alphas = check_alphas(args.alphas if args.alphas else np.round(np.arange(0, 3.0001, 0.25), 2)
                           .tolist())
     if 0.0 not in alphas:
@@ -275,11 +290,12 @@ def main(argv=None) -> Dict:
     table = summarise(runs, args.metrics)
     total = time.perf_counter() - start
     result = {"seeds": args.seeds, "alphas": alphas, "metric": args.metric,
-              "metrics": args.metrics, "total_seconds": total,
+              "metrics": args.metrics, "ap_fixed_k": args.ap_fixed, "total_seconds": total,
               "torch_threads": torch.get_num_threads(), "table": table, "runs": runs}
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
-    plot(runs, args.metrics, os.path.join(args.output, "ap_vs_alpha.png"))
+    plot(runs, [m for m in args.metrics if m in METRICS],
+         os.path.join(args.output, "ap_vs_alpha.png"))
     groups = {g: sum(c["frequency"] == g for c in runs[0]["categories"]) for g in "rcf"}
     print(f"\nFashion-MNIST-LT-Det, seeds {args.seeds}, alpha chosen on val by {args.metric} "
           f"(seed {args.seeds[0]}: {groups['r']} rare / {groups['c']} common / {groups['f']} "

@@ -31,7 +31,8 @@ def test_pipeline_runs_and_gives_finite_numbers(tmp_path):
         row = result["table"][label]
         assert len(row["seeds"]) == 2
         for task in ("bbox", "segm"):
-            for m in ("AP", "APr", "APc", "APf"):
+            for m in ("AP", "APr", "APc", "APf", "AP-fixed", "APr-fixed", "APc-fixed",
+                      "APf-fixed"):  # AP-fixed is on by default (--ap-fixed 300)
                 value = row[f"{task}/{m}"]["mean"]
                 assert math.isnan(value) or -1 <= value <= 100, (label, task, m, value)
     for run in result["runs"]:
@@ -42,6 +43,14 @@ def test_pipeline_runs_and_gives_finite_numbers(tmp_path):
     # de-confound = the sweep's alpha 0; with and without background exemption it is eq. 7
     assert run["test"][0] == run["test_no_bg"][0]
     assert (out / "ap_vs_alpha.png").stat().st_size > 1000
+    assert result["ap_fixed_k"] == 300
+    assert "| APf | AP-fixed | APr-fixed |" in proc.stdout
+
+
+def test_negative_ap_fixed_k_is_refused():
+    detection_lt = load_tool("benchmarks/detection_lt")
+    with pytest.raises(SystemExit, match="--ap-fixed: K must be >= 0"):
+        detection_lt.main(["--ap-fixed", "-1"])
 
 
 def test_unknown_metric_is_a_clear_error():
