@@ -148,9 +148,10 @@ def parse_tool_args(parser: argparse.ArgumentParser,
 
 def quiet_logging(output: str) -> None:
     """For the benchmark tools: Detectron2's and tde-det's INFO lines go to ``output/log.txt``,
-    only warnings to the console. Detectron2's file handler is a ``StreamHandler`` on a file, so
-    the console handlers are told apart by their stream."""
-    for name in ("detectron2", "tde_det", "fvcore"):
+    only warnings to the console (the LVIS API's, one per evaluation, only to the file).
+    Detectron2's file handler is a ``StreamHandler`` on a file, so the console handlers are
+    told apart by their stream."""
+    for name in ("detectron2", "tde_det", "fvcore", "lvis"):
         for h in setup_logger(output, name=name, abbrev_name=name[:2]).handlers:
             if getattr(h, "stream", None) in (sys.stdout, sys.stderr):
-                h.setLevel(logging.WARNING)
+                h.setLevel(logging.ERROR if name == "lvis" else logging.WARNING)

@@ -45,6 +45,10 @@ def test_pipeline_runs_and_gives_finite_numbers(tmp_path):
     assert (out / "ap_vs_alpha.png").stat().st_size > 1000
     assert result["ap_fixed_k"] == 300
     assert "| APf | AP-fixed | APr-fixed |" in proc.stdout
+    # the LVIS API's warning on every evaluation goes to log.txt only
+    warning = "Assuming user provided the results in correct format"
+    assert warning not in proc.stdout + proc.stderr
+    assert warning in (out / "log.txt").read_text()
 
 
 def test_negative_ap_fixed_k_is_refused():
