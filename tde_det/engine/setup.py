@@ -151,7 +151,9 @@ def quiet_logging(output: str) -> None:
     only warnings to the console (the LVIS API's, one per evaluation, only to the file).
     Detectron2's file handler is a ``StreamHandler`` on a file, so the console handlers are
     told apart by their stream."""
-    for name in ("detectron2", "tde_det", "fvcore", "lvis"):
+    console_levels = {"detectron2": logging.WARNING, "tde_det": logging.WARNING,
+                      "fvcore": logging.WARNING, "lvis": logging.ERROR}
+    for name, level in console_levels.items():
         for h in setup_logger(output, name=name, abbrev_name=name[:2]).handlers:
             if getattr(h, "stream", None) in (sys.stdout, sys.stderr):
-                h.setLevel(logging.ERROR if name == "lvis" else logging.WARNING)
+                h.setLevel(level)
